@@ -1,0 +1,180 @@
+//! Moving a host netdev into a pod under a new name, and back.
+//!
+//! Both directions pass through a temporary netns where the rename happens:
+//! no udev rule, NetworkManager or other pod can race us for a name there, and
+//! a name taken in the destination shows up as one clean EEXIST on the final
+//! move. A failure at any point puts the device back where it came from.
+
+use std::os::fd::AsFd;
+
+use crate::error::Error;
+use crate::ids::{IfName, MacAddr};
+use crate::netlink::{Link, NetlinkError, RouteSocket};
+use crate::netns::NetNs;
+
+/// What a netdev looked like on the host, restored when it comes back.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetdevOrigin {
+    pub name: IfName,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+}
+
+impl NetdevOrigin {
+    pub fn of(link: &Link) -> Result<NetdevOrigin, Error> {
+        Ok(NetdevOrigin {
+            name: IfName::parse(&link.name).map_err(|e| Error::Device {
+                device: link.name.clone(),
+                reason: format!("host interface name {e}"),
+            })?,
+            mac: MacAddr::from_slice(&link.mac),
+            mtu: link.mtu,
+        })
+    }
+}
+
+fn gone(name: &str, netns: &str) -> Error {
+    Error::Device {
+        device: name.to_string(),
+        reason: format!("interface disappeared from the {netns} network namespace"),
+    }
+}
+
+fn find(sock: &RouteSocket, names: &[&str], netns: &str) -> Result<Link, Error> {
+    for name in names {
+        if let Some(l) = sock.link_by_name(name)? {
+            return Ok(l);
+        }
+    }
+    Err(gone(names.first().copied().unwrap_or_default(), netns))
+}
+
+/// Renames `link` to `new`, clearing altnames that would block it or that the
+/// old name leaves behind (udev and some kernels add one: sriov-cni #250, #445).
+pub fn rename(sock: &RouteSocket, link: &Link, new: &str) -> Result<Link, Error> {
+    if link.name == new {
+        return Ok(link.clone());
+    }
+    if link.altnames.iter().any(|a| a == new) {
+        sock.del_altname(link, new)?;
+    }
+    sock.rename(link, new)?;
+    let renamed = sock
+        .link_by_index(link.index)?
+        .ok_or_else(|| gone(new, "temporary"))?;
+    if renamed.altnames.contains(&link.name) {
+        sock.del_altname(&renamed, &link.name)?;
+    }
+    Ok(renamed)
+}
+
+fn move_named(sock: &RouteSocket, link: &Link, to: &NetNs, what: &str) -> Result<(), Error> {
+    sock.move_to_netns(link, to.as_fd()).map_err(|e| {
+        if e.is_exists() {
+            Error::Device {
+                device: link.name.clone(),
+                reason: format!(
+                    "the {what} network namespace already has an interface named {}",
+                    link.name
+                ),
+            }
+        } else {
+            e.into()
+        }
+    })
+}
+
+/// Moves `link` from the host into `pod` as `ifname` and returns it as the pod
+/// sees it (down; the caller configures and raises it).
+pub fn move_into_pod(
+    host: &RouteSocket,
+    host_ns: &NetNs,
+    link: &Link,
+    pod: &NetNs,
+    pod_sock: &RouteSocket,
+    ifname: &IfName,
+) -> Result<Link, Error> {
+    host.set_up(link, false)?;
+    let tmp = NetNs::temporary()?;
+    let tmp_sock = tmp.route_socket()?;
+    host.move_to_netns(link, tmp.as_fd())?;
+    let moved = (|| {
+        let l = find(&tmp_sock, &[&link.name], "temporary")?;
+        let l = rename(&tmp_sock, &l, ifname.as_str())?;
+        crate::failpoint::hit("netdev.into_pod.after_rename")?;
+        move_named(&tmp_sock, &l, pod, "pod")?;
+        pod_sock
+            .link_by_name(ifname.as_str())?
+            .ok_or_else(|| gone(ifname.as_str(), "pod"))
+    })();
+    if let Err(e) = &moved {
+        // Still in the temporary netns (the final move is the last step):
+        // give it back its name and return it to the host.
+        let rescue = find(&tmp_sock, &[ifname.as_str(), &link.name], "temporary")
+            .and_then(|l| rename(&tmp_sock, &l, &link.name))
+            .and_then(|l| move_named(&tmp_sock, &l, host_ns, "host"));
+        if let Err(r) = rescue {
+            tracing::error!(error = %r, device = %link.name, "could not return device to the host after: {e}");
+        }
+    }
+    moved
+}
+
+/// Moves the pod's `ifname` back to the host under its original name, MAC and
+/// MTU. Ok(false) when the pod has no such interface (already returned, or
+/// never moved). On failure the device is put back in the pod, so a retried
+/// DEL finds it again.
+pub fn return_to_host(
+    pod_sock: &RouteSocket,
+    pod: &NetNs,
+    ifname: &IfName,
+    host_ns: &NetNs,
+    origin: &NetdevOrigin,
+) -> Result<bool, Error> {
+    let Some(link) = pod_sock.link_by_name(ifname.as_str())? else {
+        return Ok(false);
+    };
+    pod_sock.set_up(&link, false)?;
+    let tmp = NetNs::temporary()?;
+    let tmp_sock = tmp.route_socket()?;
+    pod_sock.move_to_netns(&link, tmp.as_fd())?;
+    let returned = (|| {
+        let l = find(&tmp_sock, &[&link.name], "temporary")?;
+        restore_mac_mtu(&tmp_sock, &l, origin);
+        let l = rename(&tmp_sock, &l, origin.name.as_str())?;
+        crate::failpoint::hit("netdev.to_host.after_rename")?;
+        move_named(&tmp_sock, &l, host_ns, "host")
+    })();
+    if let Err(e) = &returned {
+        let rescue = find(&tmp_sock, &[origin.name.as_str(), &link.name], "temporary")
+            .and_then(|l| rename(&tmp_sock, &l, ifname.as_str()))
+            .and_then(|l| move_named(&tmp_sock, &l, pod, "pod"));
+        if let Err(r) = rescue {
+            tracing::error!(error = %r, device = %link.name, "could not put device back into the pod after: {e}");
+        }
+    }
+    returned.map(|()| true)
+}
+
+/// Puts back MAC and MTU; a refusal is logged, never fatal: returning the
+/// device to the host matters more than its MAC.
+pub fn restore_mac_mtu(sock: &RouteSocket, link: &Link, origin: &NetdevOrigin) {
+    if let Some(mac) = origin.mac
+        && !mac.is_zero()
+        && link.mac != mac.0
+        && let Err(e) = sock.set_mac(link, &mac.0)
+    {
+        tracing::warn!(error = %e, device = %link.name, "cannot restore MAC {mac}");
+    }
+    if origin.mtu != 0
+        && link.mtu != origin.mtu
+        && let Err(e) = sock.set_mtu(link, origin.mtu)
+    {
+        tracing::warn!(error = %e, device = %link.name, "cannot restore MTU {}", origin.mtu);
+    }
+}
+
+/// True when the error only says the device is no longer there.
+pub fn is_gone(e: &NetlinkError) -> bool {
+    e.is_not_found()
+}

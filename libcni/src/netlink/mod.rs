@@ -1,0 +1,21 @@
+//! rtnetlink over a synchronous socket, one typed method per operation.
+//!
+//! A `RouteSocket` acts on the network namespace it was opened in; open it
+//! inside the target netns with `NetNs::route_socket`.
+
+mod addr;
+mod error;
+mod link;
+mod route;
+mod socket;
+
+pub use error::NetlinkError;
+pub use link::{Link, format_hw};
+pub use route::{MAIN_TABLE, RouteSpec};
+pub use socket::RouteSocket;
+
+/// Re-exported so callers can build VF attributes without naming the crate.
+pub use netlink_packet_route::link::{
+    VfInfo, VfInfoLinkState, VfInfoMac, VfInfoRate, VfInfoSpoofCheck, VfInfoTrust, VfLinkState,
+    VfVlan, VfVlanInfo, VlanProtocol,
+};
