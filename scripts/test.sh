@@ -1,19 +1,47 @@
 #!/usr/bin/env bash
 # Runs every test of the suite: formatting, lints, unit tests, root tests in
-# real network namespaces, and the integration tests that exec the plugin
-# binaries as a runtime does. Must run as root. Fails loudly, never skips silently.
+# real network namespaces, the integration tests that exec the plugin binaries
+# as a runtime does, and the demo. Must run as root. Fails loudly, never skips
+# silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh disable=SC1091
 . scripts/lib/common.sh
 
 require_root
-ensure_packages iproute2 containernetworking-plugins procps
+ensure_packages iproute2 containernetworking-plugins procps jq iputils-ping
+
+PLUGINS=(sriov)
+TEST_FEATURES=libcni/root-tests,libcni/sim-pf,libcni/failpoints,integration/root-tests
 
 echo ">> cargo fmt --check"
 cargo fmt --all --check
 
-echo ">> cargo clippy"
-cargo clippy --workspace --all-targets --features libcni/root-tests,libcni/sim-pf,libcni/failpoints -- -D warnings
+echo ">> cargo clippy (all targets, test features)"
+cargo clippy --workspace --all-targets --features "$TEST_FEATURES,sriov/test-build" -- -D warnings
 
-echo ">> unit and root tests (libcni)"
-cargo test -p libcni --features root-tests,sim-pf,failpoints
+echo ">> release build, and proof that no test hook is in it"
+cargo build --release --workspace --bins
+for p in "${PLUGINS[@]}"; do
+    if grep -a -q -e "simulated PF" -e "sim-calls.log" -e "FAILPOINTS" -e "failpoint " "target/release/$p"; then
+        echo "ERROR: target/release/$p contains test-only code (simulated PF or failpoints)" >&2
+        exit 1
+    fi
+done
+
+echo ">> test build of the plugins (simulated PF + failpoints) into target/testbin"
+cargo build --workspace --bins --features sriov/test-build --target-dir target/testbin
+export CNI_TEST_BIN_DIR=$PWD/target/testbin/debug
+
+echo ">> unit, root and integration tests"
+cargo test --workspace --features "$TEST_FEATURES"
+
+echo ">> demo (smoke)"
+log=$(mktemp)
+if ! scripts/demo.sh >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "ERROR: scripts/demo.sh failed" >&2
+    exit 1
+fi
+rm -f "$log"
+echo ">> all tests passed"

@@ -85,6 +85,12 @@ pub enum Error {
         source: Box<Error>,
         failures: Vec<String>,
     },
+    /// STATUS: the plugin cannot serve ADD now.
+    #[error("not available: {0}")]
+    NotAvailable(String),
+    /// Several independent failures (DEL and GC keep going past each one).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Multiple(Vec<Error>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -101,6 +107,15 @@ impl Error {
         }
     }
 
+    /// None when `errors` is empty, the error itself when there is one.
+    pub fn from_many(mut errors: Vec<Error>) -> Option<Error> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(Error::Multiple(errors)),
+        }
+    }
+
     /// Wraps `self` with the step that failed.
     pub fn step(self, step: impl Into<String>) -> Error {
         Error::Step {
@@ -114,6 +129,7 @@ impl Error {
         match self {
             Error::Env(_) => code::INVALID_ENV,
             Error::IncompatibleVersion { .. } => code::INCOMPATIBLE_VERSION,
+            Error::PrevResult(ResultError::UnknownVersion { .. }) => code::INCOMPATIBLE_VERSION,
             Error::Decode(_) | Error::PrevResult(_) => code::DECODE,
             Error::Config { .. } => code::INVALID_CONFIG,
             Error::UnsupportedField { .. } => code::UNSUPPORTED_FIELD,
@@ -127,6 +143,8 @@ impl Error {
             Error::Busy { .. } => code::DEVICE_BUSY,
             Error::Check(_) => code::CHECK_FAILED,
             Error::Step { source, .. } | Error::RollbackFailed { source, .. } => source.code(),
+            Error::NotAvailable(_) => code::NOT_AVAILABLE,
+            Error::Multiple(errors) => errors.first().map_or(code::INTERNAL, Error::code),
             Error::Internal(_) => code::INTERNAL,
         }
     }

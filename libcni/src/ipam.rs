@@ -8,6 +8,7 @@ use std::process::{Command as Process, Stdio};
 
 use crate::env::Command;
 use crate::result::{CniResult, ResultError};
+use crate::version::SpecVersion;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
@@ -123,12 +124,36 @@ impl IpamDelegate {
         self.exec(Command::Check, stdin).map(drop)
     }
 
+    /// GC, forwarded only to a delegate that speaks spec 1.1.0 (older ones,
+    /// like Debian's 1.1.1 plugins, answer GC with a misleading error).
     pub fn gc(&self, stdin: &[u8]) -> Result<(), IpamError> {
+        if !self.speaks(SpecVersion::V1_1_0)? {
+            tracing::info!(plugin = %self.plugin, "IPAM plugin predates CNI 1.1.0: GC not forwarded");
+            return Ok(());
+        }
         self.exec(Command::Gc, stdin).map(drop)
     }
 
+    /// STATUS, forwarded like GC.
     pub fn status(&self, stdin: &[u8]) -> Result<(), IpamError> {
+        if !self.speaks(SpecVersion::V1_1_0)? {
+            return Ok(());
+        }
         self.exec(Command::Status, stdin).map(drop)
+    }
+
+    /// Asks the delegate (CNI_COMMAND=VERSION) whether it supports `version`.
+    pub fn speaks(&self, version: SpecVersion) -> Result<bool, IpamError> {
+        let request = format!(r#"{{"cniVersion":"{version}"}}"#);
+        let out = self.exec(Command::Version, request.as_bytes())?;
+        let reply: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|e| IpamError::BadJson {
+                plugin: self.plugin.clone(),
+                msg: e.to_string(),
+            })?;
+        Ok(reply["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|s| s.as_str() == Some(version.as_str()))))
     }
 
     /// Runs the delegate; its stderr goes to ours (the runtime's log).
@@ -243,6 +268,33 @@ echo '{"cniVersion":"1.0.0","ips":[{"address":"10.1.2.3/24","gateway":"10.1.2.1"
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn gc_and_status_skip_delegates_older_than_1_1() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Answers VERSION with 1.0.0 only, and fails anything else.
+        script(
+            tmp.path(),
+            "old",
+            r#"cat >/dev/null; [ "$CNI_COMMAND" = VERSION ] || exit 7
+echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}'"#,
+        );
+        let d = IpamDelegate::find("old", &[tmp.path().into()]).expect("found");
+        assert!(!d.speaks(SpecVersion::V1_1_0).expect("version"));
+        d.gc(b"{}").expect("skipped");
+        d.status(b"{}").expect("skipped");
+        script(
+            tmp.path(),
+            "new",
+            r#"cat >/dev/null; [ "$CNI_COMMAND" = VERSION ] && { echo '{"supportedVersions":["1.1.0"]}'; exit 0; }
+echo '{"code":50,"msg":"store down"}'; exit 1"#,
+        );
+        let d = IpamDelegate::find("new", &[tmp.path().into()]).expect("found");
+        assert!(matches!(
+            d.status(b"{}"),
+            Err(IpamError::Delegate { code: 50, .. })
+        ));
     }
 
     #[test]

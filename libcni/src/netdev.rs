@@ -18,6 +18,10 @@ pub struct NetdevOrigin {
     pub name: IfName,
     pub mac: Option<MacAddr>,
     pub mtu: u32,
+    /// The host ifindex; the kernel keeps it across netns moves when it can,
+    /// which identifies the device after a dying netns hands it back.
+    #[serde(default)]
+    pub index: u32,
 }
 
 impl NetdevOrigin {
@@ -29,6 +33,7 @@ impl NetdevOrigin {
             })?,
             mac: MacAddr::from_slice(&link.mac),
             mtu: link.mtu,
+            index: link.index,
         })
     }
 }

@@ -247,10 +247,7 @@ pub mod fake {
             )?;
             let drivers = self.root.join("bus/pci/drivers").join(driver);
             fs::create_dir_all(&drivers)?;
-            symlink(
-                format!("../../../bus/pci/drivers/{driver}"),
-                vf.join("driver"),
-            )?;
+            symlink(format!("../../drivers/{driver}"), vf.join("driver"))?;
             if let Some(n) = netdev {
                 fs::create_dir_all(vf.join("net").join(n))?;
             }
