@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 
 use crate::error::Error;
 use crate::ids::{IfName, MacAddr};
-use crate::netlink::{Link, NetlinkError, RouteSocket};
+use crate::netlink::{Link, RouteSocket};
 use crate::netns::NetNs;
 
 /// What a netdev looked like on the host, restored when it comes back.
@@ -177,9 +177,4 @@ pub fn restore_mac_mtu(sock: &RouteSocket, link: &Link, origin: &NetdevOrigin) {
     {
         tracing::warn!(error = %e, device = %link.name, "cannot restore MTU {}", origin.mtu);
     }
-}
-
-/// True when the error only says the device is no longer there.
-pub fn is_gone(e: &NetlinkError) -> bool {
-    e.is_not_found()
 }

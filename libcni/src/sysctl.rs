@@ -15,7 +15,3 @@ fn path(family: &str, ifname: &IfName, key: &str) -> PathBuf {
 pub fn set_iface(family: &str, ifname: &IfName, key: &str, value: &str) -> io::Result<()> {
     std::fs::write(path(family, ifname, key), value)
 }
-
-pub fn get_iface(family: &str, ifname: &IfName, key: &str) -> io::Result<String> {
-    std::fs::read_to_string(path(family, ifname, key)).map(|s| s.trim().to_string())
-}

@@ -37,10 +37,7 @@ fn addrs(ns: &Netns, name: &str) -> Vec<String> {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn add_check_del_del_moves_programs_and_restores_everything() {
     let node = FakeNode::new(1, 9000);
     let vf = node.vfs[0].clone();
@@ -104,10 +101,7 @@ fn add_check_del_del_moves_programs_and_restores_everything() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn result_follows_the_config_version() {
     for version in VERSIONS {
         let node = FakeNode::new(1, 1500);
@@ -154,10 +148,7 @@ fn result_follows_the_config_version() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn a_failure_after_each_add_step_leaves_the_host_as_before() {
     let steps = [
         "sriov.add.after_record",
@@ -205,10 +196,7 @@ fn a_failure_after_each_add_step_leaves_the_host_as_before() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn driver_refusals_fail_add_and_roll_back_the_pf_side() {
     // igb refuses link_state, min_tx_rate > 0 and 802.1ad.
     let node = FakeNode::new(1, 1500);
@@ -248,10 +236,7 @@ fn driver_refusals_fail_add_and_roll_back_the_pf_side() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn invalid_config_and_environment_change_nothing() {
     let node = FakeNode::new(1, 1500);
     let pod = Netns::new("pod");
@@ -352,10 +337,7 @@ fn invalid_config_and_environment_change_nothing() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn del_with_empty_or_deleted_netns_releases_ipam_pf_side_and_records() {
     for how in ["empty CNI_NETNS", "deleted netns"] {
         let node = FakeNode::new(1, 1500);
@@ -394,10 +376,7 @@ fn del_with_empty_or_deleted_netns_releases_ipam_pf_side_and_records() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn del_after_netns_death_renames_the_returned_vf_back() {
     // When a netns dies the kernel hands a physical VF back to the host under
     // its pod name; DEL must give it back its original name, MAC and MTU.
@@ -420,10 +399,7 @@ fn del_after_netns_death_renames_the_returned_vf_back() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn del_restores_mtu_and_mac_the_workload_changed() {
     let node = FakeNode::new(1, 9000);
     let before = node.snapshot();
@@ -454,10 +430,7 @@ fn del_restores_mtu_and_mac_the_workload_changed() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn check_names_each_difference() {
     let node = FakeNode::new(1, 1500);
     let pod = Netns::new("pod");
@@ -507,10 +480,7 @@ fn check_names_each_difference() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn two_adds_racing_for_one_vf_one_wins_one_is_told_why() {
     let node = FakeNode::new(1, 1500);
     let pods = [Netns::new("pod"), Netns::new("pod")];
@@ -554,10 +524,7 @@ fn two_adds_racing_for_one_vf_one_wins_one_is_told_why() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn a_vf_held_by_a_dead_pod_is_reclaimed() {
     let node = FakeNode::new(1, 1500);
     let mut dead = Netns::new("pod");
@@ -578,10 +545,7 @@ fn a_vf_held_by_a_dead_pod_is_reclaimed() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn a_second_add_without_del_is_refused_and_an_interrupted_one_is_undone() {
     let node = FakeNode::new(1, 1500);
     let pod = Netns::new("pod");
@@ -609,10 +573,7 @@ fn a_second_add_without_del_is_refused_and_an_interrupted_one_is_undone() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn del_of_an_attachment_cached_by_upstream_sriov_cni() {
     let node = FakeNode::new(1, 9000);
     let vf = node.vfs[0].clone();
@@ -669,10 +630,7 @@ fn del_of_an_attachment_cached_by_upstream_sriov_cni() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn gc_releases_only_attachments_missing_from_the_valid_list() {
     let node = FakeNode::new(2, 1500);
     let pods = [Netns::new("pod"), Netns::new("pod")];
@@ -725,10 +683,7 @@ fn gc_releases_only_attachments_missing_from_the_valid_list() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn userspace_driver_vf_programs_the_pf_side_only() {
     let node = FakeNode::new(0, 9000);
     let pci = node.add_userspace_vf(0);
@@ -752,10 +707,7 @@ fn userspace_driver_vf_programs_the_pf_side_only() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn stale_altnames_never_block_a_rename() {
     // sriov-cni #445: after a pod's DEL, udev (or the kernel) can leave the
     // pod name as an altname of the VF; the next ADD must still succeed.
@@ -781,10 +733,7 @@ fn stale_altnames_never_block_a_rename() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn mac_comes_from_runtime_config_then_cni_args_then_config() {
     let node = FakeNode::new(1, 1500);
     let pod = Netns::new("pod");
@@ -803,10 +752,7 @@ fn mac_comes_from_runtime_config_then_cni_args_then_config() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn ipam_failure_is_passed_through_and_rolled_back() {
     let node = FakeNode::new(1, 1500);
     let pod = Netns::new("pod");
@@ -837,10 +783,7 @@ fn ipam_failure_is_passed_through_and_rolled_back() {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "root-tests"),
-    ignore = "needs root: run scripts/test.sh"
-)]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
 fn version_status_and_logging() {
     let node = FakeNode::new(1, 1500);
     let mut call = Call::new("VERSION", "", "", "");
@@ -877,4 +820,93 @@ fn version_status_and_logging() {
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
     assert_eq!(mode.ok(), Some(0o600));
     add.with("DEL").run("sriov", &conf).ok();
+}
+
+#[test]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
+fn a_dead_pods_late_del_never_clobbers_the_next_pod() {
+    // sriov-cni #219: pod A dies without DEL, pod B gets its VF, then A's DEL
+    // finally arrives. B must keep its VF and settings; B's DEL must restore
+    // the VF's true original state, not A's settings.
+    let node = FakeNode::new(1, 1500);
+    let before = node.snapshot();
+    let mut pod_a = Netns::new("pod");
+    let pod_b = Netns::new("pod");
+    let conf_a = node.conf(
+        &node.vfs[0].pci,
+        json!({"vlan": 100, "mac": "02:00:00:00:00:aa"}),
+    );
+    let conf_b = node.conf(&node.vfs[0].pci, json!({"vlan": 200}));
+    let a = Call::new("ADD", "pod-a", &pod_a.path(), "net1");
+    a.run("sriov", &conf_a).ok();
+    pod_a.ip(&["link", "set", "net1", "netns", "1"]); // what the kernel does when A's netns dies
+    pod_a.delete();
+    let b = Call::new("ADD", "pod-b", &pod_b.path(), "net1");
+    b.run("sriov", &conf_b).ok();
+    assert_eq!(node.sim_vf(0)["vlan"]["id"], 200);
+    assert_eq!(
+        node.sim_vf(0)["mac"],
+        "00:00:00:00:00:00",
+        "A's MAC survived into B's attachment"
+    );
+    a.with("DEL").run("sriov", &conf_a).ok();
+    assert!(pod_b.has_link("net1"), "A's DEL took B's VF");
+    assert_eq!(
+        node.sim_vf(0)["vlan"]["id"],
+        200,
+        "A's DEL clobbered B's VLAN"
+    );
+    b.with("DEL").run("sriov", &conf_b).ok();
+    assert_eq!(node.snapshot(), before);
+}
+
+#[test]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
+fn del_leaves_a_vf_claimed_by_another_attachment_alone() {
+    let node = FakeNode::new(1, 1500);
+    let mut pod = Netns::new("pod");
+    let conf = node.conf(&node.vfs[0].pci, json!({"vlan": 100}));
+    let call = Call::new("ADD", "old", &pod.path(), "net1");
+    call.run("sriov", &conf).ok();
+    pod.delete();
+    let claim = node.state.join("pci").join(&node.vfs[0].pci);
+    let other =
+        json!({"version": 1, "netns": "/proc/self/ns/net", "containerID": "new", "ifname": "net1"});
+    std::fs::write(&claim, other.to_string()).expect("claim");
+    call.with("DEL").run("sriov", &conf).ok();
+    assert_eq!(
+        node.sim_vf(0)["vlan"]["id"],
+        100,
+        "DEL restored a VF it no longer owns"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&claim).ok(),
+        Some(other.to_string())
+    );
+    assert!(
+        list_files(&node.state)
+            .iter()
+            .all(|f| !f.starts_with("attachments/"))
+    );
+}
+
+#[test]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
+fn check_accepts_what_a_later_plugin_changed_and_reported() {
+    let node = FakeNode::new(1, 1500);
+    let pod = Netns::new("pod");
+    let conf = node.conf(&node.vfs[0].pci, json!({"mac": "02:00:00:00:00:71"}));
+    let call = Call::new("ADD", "chained", &pod.path(), "net1");
+    let mut r = call.run("sriov", &conf).ok();
+    // A coordinator-style plugin later in the chain rewrites the MAC and says so.
+    pod.ip(&["link", "set", "net1", "address", "02:aa:00:00:00:71"]);
+    assert_eq!(
+        call.with("CHECK")
+            .run("sriov", &with_prev(&conf, &r))
+            .err_code(),
+        105
+    );
+    r["interfaces"][0]["mac"] = json!("02:aa:00:00:00:71");
+    call.with("CHECK").run("sriov", &with_prev(&conf, &r)).ok();
+    call.with("DEL").run("sriov", &with_prev(&conf, &r)).ok();
 }

@@ -48,11 +48,6 @@ impl NetlinkError {
         self.errno() == Some(libc::EEXIST)
     }
 
-    /// True when the driver does not implement the request (EOPNOTSUPP / ENOTSUP / EINVAL from VF ops).
-    pub fn is_unsupported(&self) -> bool {
-        matches!(self.errno(), Some(libc::EOPNOTSUPP))
-    }
-
     pub(crate) fn with_op(self, op: impl FnOnce() -> String) -> NetlinkError {
         match self {
             NetlinkError::Kernel { errno, reason, .. } => NetlinkError::Kernel {

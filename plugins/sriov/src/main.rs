@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use libcni::error::StepExt;
 use libcni::failpoint;
-use libcni::ids::{IfName, MacAddr};
+use libcni::ids::{ContainerId, IfName, MacAddr};
 use libcni::ipam::IpamDelegate;
 use libcni::netdev::{self, NetdevOrigin};
 use libcni::netlink::{Link, RouteSocket};
@@ -149,7 +149,7 @@ impl CniPlugin for Sriov {
             None => None,
         };
         let _lock = node.allocs.lock(&record.device_id, LOCK_TIMEOUT)?;
-        forget(&node, &record, pod.as_ref())
+        release_attachment(&node, &record, pod.as_ref())
     }
 
     fn check(&self, req: &AttachRequest) -> Result<(), Error> {
@@ -210,7 +210,7 @@ impl CniPlugin for Sriov {
             let released = node
                 .allocs
                 .lock(&record.device_id, LOCK_TIMEOUT)
-                .and_then(|_lock| forget(&node, &record, None));
+                .and_then(|_lock| release_attachment(&node, &record, None));
             if let Err(e) = released {
                 errors.push(e);
             }
@@ -251,6 +251,7 @@ fn add_steps<'a>(
     let (req, node, vf) = (ctx.req, &ctx.node, &ctx.vf);
     let (cid, ifname) = (&req.container_id, &req.ifname);
 
+    reclaim_from_dead_owner(node, vf, cid, ifname)?;
     node.allocs.claim(&vf.pci, netns, cid, ifname)?;
     undo.push(format!("release claim on VF {}", vf.pci), move || {
         node.allocs.release(&vf.pci, cid, ifname)
@@ -460,13 +461,43 @@ fn clear_leftover(ctx: &AddCtx<'_>) -> Result<(), Error> {
     if let Some(d) = &ctx.ipam {
         d.del(&ctx.req.req.stdin)?;
     }
-    forget(&ctx.node, &old, Some(&ctx.pod))
+    release_attachment(&ctx.node, &old, Some(&ctx.pod))
+}
+
+/// When the VF's recorded owner is another attachment whose pod died without
+/// a DEL, undo that attachment first, so this ADD snapshots the VF's true
+/// original state and the dead pod's late DEL has nothing left to clobber
+/// (sriov-cni #219). A live owner is refused later by `claim`.
+fn reclaim_from_dead_owner(
+    node: &Node,
+    vf: &VfRef,
+    cid: &ContainerId,
+    ifname: &IfName,
+) -> Result<(), Error> {
+    let Some(owner) = node.allocs.owner(&vf.pci)? else {
+        return Ok(());
+    };
+    let ours = owner.container_id == cid.as_str() && owner.ifname == ifname.as_str();
+    if ours || NetNs::open(&owner.netns).is_ok() {
+        return Ok(());
+    }
+    let (Ok(old_cid), Ok(old_ifname)) = (
+        ContainerId::parse(&owner.container_id),
+        IfName::parse(&owner.ifname),
+    ) else {
+        return Ok(()); // sriov-cni's claim names no attachment: nothing of ours to undo
+    };
+    if let Some(old) = node.records.load(&old_cid, &old_ifname)? {
+        tracing::warn!(vf = %vf.pci, previous = %owner.container_id, "VF's previous pod is gone without DEL: undoing its attachment first");
+        release_attachment(node, &old, None)?;
+    }
+    Ok(())
 }
 
 /// Undoes an attachment (DEL, GC, interrupted ADD): PF side, netdev, claim,
 /// record. Keeps going past failures; the record stays if anything failed, so
 /// a retried DEL tries again. The caller holds the VF's lock.
-fn forget(node: &Node, record: &SriovRecord, pod: Option<&NetNs>) -> Result<(), Error> {
+fn release_attachment(node: &Node, record: &SriovRecord, pod: Option<&NetNs>) -> Result<(), Error> {
     let vf = match node.sysfs.resolve_vf(&record.device_id) {
         Ok(vf) => vf,
         Err(libcni::sysfs::SysfsError::NoDevice { .. }) => {
@@ -475,6 +506,13 @@ fn forget(node: &Node, record: &SriovRecord, pod: Option<&NetNs>) -> Result<(), 
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(owner) = node.allocs.owner(&vf.pci)?
+        && !owner.container_id.is_empty()
+        && (owner.container_id != record.container_id || owner.ifname != record.ifname)
+    {
+        tracing::warn!(vf = %vf.pci, owner = %owner.container_id, "VF now belongs to another attachment: leaving it alone");
+        return node.records.remove(record);
+    }
     let mut errors = vf::restore(&*node.pf, &vf, &record.applied, &record.orig_vf);
     if record.mode == Mode::Userspace && record.applied.mac.is_none() {
         // A DPDK application may have changed the admin MAC (sriov-cni #214).
@@ -500,7 +538,7 @@ fn forget(node: &Node, record: &SriovRecord, pod: Option<&NetNs>) -> Result<(), 
 }
 
 fn drop_records(node: &Node, record: &SriovRecord) -> Result<(), Error> {
-    let cid = libcni::ids::ContainerId::parse(&record.container_id).ok();
+    let cid = ContainerId::parse(&record.container_id).ok();
     let ifname = IfName::parse(&record.ifname).ok();
     if let (Some(cid), Some(ifname)) = (&cid, &ifname) {
         node.allocs.release(&record.device_id, cid, ifname)?;
@@ -579,8 +617,27 @@ fn check_pod_side(
             netns.display()
         )]);
     };
+    // Later plugins in the chain may change MAC or MTU (coordinator's
+    // podMACPrefix, say) and say so in the final result: expect that first.
+    let expected = prev
+        .or(record.result.as_ref())
+        .map(CniResult::parse)
+        .transpose()?;
+    let iface = expected.as_ref().and_then(|r| {
+        r.interfaces
+            .iter()
+            .position(|i| i.name == ifname.as_str())
+            .map(|n| (r, n))
+    });
+    let want_mac = iface
+        .and_then(|(r, n)| r.interfaces[n].mac.as_deref())
+        .and_then(|m| MacAddr::parse(m).ok())
+        .or(record.pod_mac);
+    let want_mtu = iface
+        .and_then(|(r, n)| r.interfaces[n].mtu)
+        .or(record.pod_mtu);
     let mut problems = Vec::new();
-    if let Some(mac) = record.pod_mac
+    if let Some(mac) = want_mac
         && link.mac != mac.0
     {
         problems.push(format!(
@@ -588,7 +645,7 @@ fn check_pod_side(
             libcni::netlink::format_hw(&link.mac)
         ));
     }
-    if let Some(mtu) = record.pod_mtu
+    if let Some(mtu) = want_mtu
         && link.mtu != mtu
     {
         problems.push(format!("MTU is {} (expected {mtu})", link.mtu));
