@@ -9,16 +9,18 @@ cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
 
 require_root
-ensure_packages iproute2 containernetworking-plugins procps jq iputils-ping
+ensure_packages iproute2 containernetworking-plugins procps jq iputils-ping \
+    protobuf-compiler libprotobuf-dev etcd-server etcd-client
 
-PLUGINS=(sriov)
+PLUGINS=(sriov ippool)
 TEST_FEATURES=libcni/root-tests,libcni/sim-pf,libcni/failpoints,integration/root-tests
+BIN_FEATURES=sriov/test-build,ippool/test-build
 
 echo ">> cargo fmt --check"
 cargo fmt --all --check
 
 echo ">> cargo clippy (all targets, test features)"
-cargo clippy --workspace --all-targets --features "$TEST_FEATURES,sriov/test-build" -- -D warnings
+cargo clippy --workspace --all-targets --features "$TEST_FEATURES,$BIN_FEATURES" -- -D warnings
 
 echo ">> release build, and proof that no test hook is in it"
 cargo build --release --workspace --bins
@@ -30,7 +32,7 @@ for p in "${PLUGINS[@]}"; do
 done
 
 echo ">> test build of the plugins (simulated PF + failpoints) into target/testbin"
-cargo build --workspace --bins --features sriov/test-build --target-dir target/testbin
+cargo build --workspace --bins --features "$BIN_FEATURES" --target-dir target/testbin
 export CNI_TEST_BIN_DIR=$PWD/target/testbin/debug
 
 echo ">> unit, root and integration tests"

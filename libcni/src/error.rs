@@ -35,6 +35,8 @@ pub mod code {
     pub const IPAM: u32 = 104;
     /// CHECK found the attachment differs from what ADD set up.
     pub const CHECK_FAILED: u32 = 105;
+    /// Every selected IP pool is full.
+    pub const POOL_EXHAUSTED: u32 = 106;
     /// A bug: an internal invariant failed (never expected).
     pub const INTERNAL: u32 = 999;
 }
@@ -71,6 +73,8 @@ pub enum Error {
     Check(String),
     #[error("device {device}: {reason}")]
     Device { device: String, reason: String },
+    #[error("IP pool {pool} is exhausted: all {size} addresses are allocated")]
+    PoolExhausted { pool: String, size: u64 },
     /// Adds what we were doing to an underlying error; the code is the source's.
     #[error("{step}: {source}")]
     Step {
@@ -85,6 +89,9 @@ pub enum Error {
         source: Box<Error>,
         failures: Vec<String>,
     },
+    /// A dependency (etcd, a lock holder) is busy or unreachable: retry.
+    #[error("{0}")]
+    TryAgain(String),
     /// STATUS: the plugin cannot serve ADD now.
     #[error("not available: {0}")]
     NotAvailable(String),
@@ -141,8 +148,10 @@ impl Error {
             Error::Ipam(IpamError::Delegate { code, .. }) => *code,
             Error::Ipam(_) => code::IPAM,
             Error::Busy { .. } => code::DEVICE_BUSY,
+            Error::PoolExhausted { .. } => code::POOL_EXHAUSTED,
             Error::Check(_) => code::CHECK_FAILED,
             Error::Step { source, .. } | Error::RollbackFailed { source, .. } => source.code(),
+            Error::TryAgain(_) => code::TRY_AGAIN_LATER,
             Error::NotAvailable(_) => code::NOT_AVAILABLE,
             Error::Multiple(errors) => errors.first().map_or(code::INTERNAL, Error::code),
             Error::Internal(_) => code::INTERNAL,

@@ -13,15 +13,29 @@ use crate::error::Error;
 pub fn hit(name: &str) -> Result<(), Error> {
     fail::fail_point!(name, |arg: Option<String>| {
         if arg.as_deref() == Some("kill") {
-            // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
+            kill_self();
         }
         Err(Error::Internal(format!("failpoint {name} triggered")))
     });
     let _ = name;
     Ok(())
+}
+
+/// True when failpoint `name` is armed (for failpoints that must do
+/// something before dying, like writing half a record).
+#[inline]
+pub fn armed(name: &str) -> bool {
+    fail::fail_point!(name, |_| true);
+    let _ = name;
+    false
+}
+
+/// SIGKILL ourselves: no destructor, no rollback, like a crash.
+pub fn kill_self() {
+    // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
 }
 
 /// Reads FAILPOINTS from the environment; call once at start-up.

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod netdev;
 pub mod netlink;
 pub mod netns;
+pub mod pool;
 pub mod result;
 pub mod skel;
 pub mod state;

@@ -53,6 +53,21 @@ pub struct Route {
     pub scope: Option<u8>,
 }
 
+impl Route {
+    /// A plain route: destination and optional gateway, no 1.1.0 extras.
+    pub fn new(dst: IpNet, gw: Option<IpAddr>) -> Route {
+        Route {
+            dst,
+            gw,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Dns {
     pub nameservers: Vec<String>,

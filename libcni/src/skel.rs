@@ -63,6 +63,11 @@ pub trait CniPlugin {
     fn args_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    /// (logLevel, logFile). Main plugins read the top level; an IPAM plugin
+    /// overrides this to read its `ipam` section.
+    fn log_settings(&self, conf: &NetConf, _raw: &Value) -> (Option<String>, Option<String>) {
+        (conf.log_level.clone(), conf.log_file.clone())
+    }
     fn add(&self, req: &AttachRequest) -> Result<CniResult, Error>;
     fn del(&self, req: &AttachRequest) -> Result<(), Error>;
     fn check(&self, req: &AttachRequest) -> Result<(), Error>;
@@ -151,11 +156,8 @@ pub fn dispatch<P: CniPlugin>(
     }
     let raw = config::parse_stdin(&stdin).map_err(early)?;
     let conf: NetConf = config::decode(&raw).map_err(early)?;
-    crate::logging::init(
-        plugin.name(),
-        conf.log_level.as_deref(),
-        conf.log_file.as_deref(),
-    );
+    let (level, file) = plugin.log_settings(&conf, &raw);
+    crate::logging::init(plugin.name(), level.as_deref(), file.as_deref());
     let version = config::spec_version(&conf).map_err(early)?;
     let fail = |e: Error| (version, e);
     let min = match env.command {

@@ -116,13 +116,47 @@ impl StateDir {
             return Err(StateError::NotRegular { path });
         }
         check_owner(&path, &meta)?;
-        let mut buf = Vec::with_capacity(meta.len().min(1 << 20) as usize);
+        // One read of the known size (plus the EOF probe); capped for sanity.
+        let mut buf = Vec::with_capacity(meta.len().min(64 << 20) as usize + 1);
         io::Read::read_to_end(&mut file, &mut buf).map_err(io_err("read", &path))?;
         Ok(Some(buf))
     }
 
+    /// Opens a file for in-place updates; None when absent. Symlinks, other
+    /// owners' files and non-regular files are refused, as for `read`.
+    pub fn open_rw(&self, name: &str) -> Result<Option<File>, StateError> {
+        let path = self.entry(name)?;
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(StateError::Symlink { path });
+            }
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        let meta = file.metadata().map_err(io_err("inspect", &path))?;
+        if !meta.is_file() {
+            return Err(StateError::NotRegular { path });
+        }
+        check_owner(&path, &meta)?;
+        Ok(Some(file))
+    }
+
     /// Writes a file atomically: temp file (0600, O_EXCL), fsync, rename, fsync dir.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        self.replace(name, &[bytes], true)
+    }
+
+    /// Atomic replace from several buffers (no concatenation copy). A crash
+    /// at any point leaves the old or the new content. `durable` also fsyncs
+    /// the directory so the new content survives a power loss; without it a
+    /// power loss may bring back the previous content (still whole).
+    pub fn replace(&self, name: &str, parts: &[&[u8]], durable: bool) -> Result<(), StateError> {
         let path = self.entry(name)?;
         let tmp = self.entry(&format!(".{name}.tmp.{}.{}", std::process::id(), nanos()))?;
         let result = (|| {
@@ -133,10 +167,17 @@ impl StateDir {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&tmp)
                 .map_err(io_err("create", &tmp))?;
-            file.write_all(bytes).map_err(io_err("write", &tmp))?;
+            for part in parts {
+                file.write_all(part).map_err(io_err("write", &tmp))?;
+            }
             file.sync_all().map_err(io_err("fsync", &tmp))?;
+            crate::failpoint::hit("state.write.before_rename").map_err(|e| StateError::Io {
+                op: "write (failpoint)",
+                path: path.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
             fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-            self.sync()
+            if durable { self.sync() } else { Ok(()) }
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);

@@ -2,6 +2,7 @@
 //! JSON, symlinks and foreign owners refused, locks with timeouts.
 
 mod dir;
+mod double;
 mod lock;
 
 use std::io;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use dir::StateDir;
+pub use double::DoubleBufferedFile;
 pub use lock::FileLock;
 
 #[derive(Debug, thiserror::Error)]

@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::io::Write;
-
 use libcni::sysfs::fake::FakePf;
 use serde_json::{Value, json};
 
@@ -131,16 +129,18 @@ impl Drop for Netns {
     }
 }
 
-/// What one plugin run printed and returned.
-#[derive(Debug)]
-pub struct Outcome {
-    pub status: i32,
-    pub stdout: String,
-    pub stderr: String,
+pub use integration::Outcome;
+
+/// Assertions on a plugin run.
+pub trait OutcomeExt {
+    fn json(&self) -> Value;
+    fn ok(&self) -> Value;
+    fn err(&self) -> Value;
+    fn err_code(&self) -> u64;
 }
 
-impl Outcome {
-    pub fn json(&self) -> Value {
+impl OutcomeExt for Outcome {
+    fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
             panic!(
                 "stdout is not one JSON document ({e}): {:?}\nstderr: {}",
@@ -150,7 +150,7 @@ impl Outcome {
     }
 
     /// Asserts success and returns the parsed result (Null for empty output).
-    pub fn ok(&self) -> Value {
+    fn ok(&self) -> Value {
         assert_eq!(
             self.status, 0,
             "plugin failed: {}\nstderr: {}",
@@ -164,7 +164,7 @@ impl Outcome {
     }
 
     /// Asserts failure with a well-formed CNI error and returns it.
-    pub fn err(&self) -> Value {
+    fn err(&self) -> Value {
         assert_ne!(
             self.status, 0,
             "plugin unexpectedly succeeded: {}",
@@ -182,7 +182,7 @@ impl Outcome {
         e
     }
 
-    pub fn err_code(&self) -> u64 {
+    fn err_code(&self) -> u64 {
         self.err()["code"].as_u64().unwrap_or_default()
     }
 }
@@ -245,23 +245,8 @@ impl Call {
     }
 }
 
-pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Outcome {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    if let Some(mut pipe) = child.stdin.take() {
-        let _ = pipe.write_all(stdin);
-    }
-    let out = child.wait_with_output().expect("wait plugin");
-    Outcome {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+#[allow(unused_imports)]
+pub use integration::run_with_stdin;
 
 /// A stand-in VF: a veth end in the host whose peer sits in the node's
 /// "wire" netns (the switch side).
@@ -526,4 +511,16 @@ pub fn with_prev(conf: &Value, prev: &Value) -> Value {
     let mut c = conf.clone();
     c["prevResult"] = prev.clone();
     c
+}
+
+#[allow(unused_imports)] // used by some test files only
+pub use integration::Etcd;
+
+/// What the ippool file store under `data_dir` reports for `pool`
+/// (Null when it has no state for it).
+pub fn pool_state(data_dir: &Path, pool: &str) -> Value {
+    libcni::pool::FileStore::open(data_dir)
+        .and_then(|s| s.inspect(pool))
+        .expect("inspect pool")
+        .unwrap_or(Value::Null)
 }
