@@ -12,9 +12,9 @@ require_root
 ensure_packages iproute2 containernetworking-plugins procps jq iputils-ping \
     protobuf-compiler libprotobuf-dev etcd-server etcd-client
 
-PLUGINS=(sriov ippool)
+PLUGINS=(sriov ippool coordinator)
 TEST_FEATURES=libcni/root-tests,libcni/sim-pf,libcni/failpoints,integration/root-tests
-BIN_FEATURES=sriov/test-build,ippool/test-build
+BIN_FEATURES=sriov/test-build,ippool/test-build,coordinator/test-build
 
 echo ">> cargo fmt --check"
 cargo fmt --all --check

@@ -2,8 +2,15 @@
 //! address and one unsolicited neighbour advertisement (RFC 4861 §7.2.6) per IPv6 address, so
 //! switches and neighbours refresh their caches. Best effort: errors are returned, never fatal.
 //!
-//! [`announce`] opens its sockets on the calling thread, so that thread must already be inside
-//! the target network namespace.
+//! Two ways:
+//! - [`via_kernel`] (preferred): with `arp_notify` and `ndisc_notify` on, re-setting a link's own
+//!   MAC raises NETDEV_CHANGEADDR and the kernel sends a gratuitous ARP per IPv4 address and an
+//!   unsolicited NA per IPv6 address. The driver is not called for an unchanged MAC. No packet
+//!   socket is involved: closing an AF_PACKET socket waits for an RCU grace period (17.5 ms
+//!   measured on our CI kernel), which would dominate a plugin's run time.
+//! - [`announce`]: frames built here and sent on packet sockets, for links that cannot take a
+//!   MAC (no `ndo_set_mac_address`). It opens its sockets on the calling thread, so that thread
+//!   must already be inside the target network namespace.
 
 use std::io;
 use std::mem::size_of;
@@ -115,6 +122,23 @@ pub fn announce(
 }
 
 /// ARP payload (no Ethernet header) of a gratuitous ARP request for `ip` from `mac`.
+/// Turns on the kernel's own announcements for `ifname`. Call inside the
+/// interface's netns (`NetNs::run`); missing IPv6 support is not an error.
+pub fn enable_kernel_announcements(ifname: &crate::ids::IfName) -> std::io::Result<()> {
+    crate::sysctl::set_iface("ipv4", ifname, "arp_notify", "1")?;
+    let _ = crate::sysctl::set_iface("ipv6", ifname, "ndisc_notify", "1");
+    Ok(())
+}
+
+/// Makes the kernel announce every address of `link` (see the module docs);
+/// needs `enable_kernel_announcements` first. `sock` is in the link's netns.
+pub fn via_kernel(
+    sock: &crate::netlink::RouteSocket,
+    link: &crate::netlink::Link,
+) -> Result<(), crate::netlink::NetlinkError> {
+    sock.set_mac(link, &link.mac)
+}
+
 pub fn garp_payload(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
     let mut p = [0; 28];
     // htype 1 (Ethernet), ptype 0x0800 (IPv4), hlen 6, plen 4, oper 1 (request)

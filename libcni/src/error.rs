@@ -6,6 +6,7 @@ use crate::env::EnvError;
 use crate::ipam::IpamError;
 use crate::netlink::NetlinkError;
 use crate::netns::NetnsError;
+use crate::probe::ProbeError;
 use crate::result::ResultError;
 use crate::state::StateError;
 use crate::sysfs::SysfsError;
@@ -37,6 +38,8 @@ pub mod code {
     pub const CHECK_FAILED: u32 = 105;
     /// Every selected IP pool is full.
     pub const POOL_EXHAUSTED: u32 = 106;
+    /// A gateway did not answer the reachability probe (or probing failed).
+    pub const PROBE: u32 = 107;
     /// A bug: an internal invariant failed (never expected).
     pub const INTERNAL: u32 = 999;
 }
@@ -67,6 +70,8 @@ pub enum Error {
     Ipam(#[from] IpamError),
     #[error("prevResult: {0}")]
     PrevResult(#[from] ResultError),
+    #[error("{0}")]
+    Probe(#[from] ProbeError),
     #[error("{what} is already in use by {owner}")]
     Busy { what: String, owner: String },
     #[error("CHECK: {0}")]
@@ -148,6 +153,7 @@ impl Error {
             Error::Ipam(IpamError::Delegate { code, .. }) => *code,
             Error::Ipam(_) => code::IPAM,
             Error::Busy { .. } => code::DEVICE_BUSY,
+            Error::Probe(_) => code::PROBE,
             Error::PoolExhausted { .. } => code::POOL_EXHAUSTED,
             Error::Check(_) => code::CHECK_FAILED,
             Error::Step { source, .. } | Error::RollbackFailed { source, .. } => source.code(),

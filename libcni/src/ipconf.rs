@@ -13,8 +13,7 @@ use crate::sysctl;
 /// ignored: kernels without IPv6 or optimistic DAD lack some of these files.
 /// Must run inside the pod netns (`NetNs::run`).
 pub fn prepare_sysctls(ifname: &IfName, has_ipv6: bool) {
-    let _ = sysctl::set_iface("ipv4", ifname, "arp_notify", "1");
-    let _ = sysctl::set_iface("ipv6", ifname, "ndisc_notify", "1");
+    let _ = crate::announce::enable_kernel_announcements(ifname);
     if has_ipv6 {
         let _ = sysctl::set_iface("ipv6", ifname, "disable_ipv6", "0");
         let _ = sysctl::set_iface("ipv6", ifname, "optimistic_dad", "1");

@@ -3,6 +3,9 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
 
 /// What one plugin run printed and returned.
 #[derive(Debug)]
@@ -129,5 +132,92 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A short token unique within this test run, for interface and netns names.
+pub fn unique() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{:x}{}",
+        std::process::id() & 0xfff,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Runs `ip` with `args`; panics with its stderr on failure.
+pub fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn ip_ok(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn ip_json(args: &[&str]) -> Value {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    serde_json::from_str(&ip(&full)).expect("ip -j output")
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = format!("{prefix}-{}", unique());
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip_json(&full)
+    }
+
+    pub fn has_link(&self, name: &str) -> bool {
+        ip_ok(&["-n", &self.name, "link", "show", name])
+    }
+
+    /// Deletes it now (as kubelet does when a pod goes away).
+    pub fn delete(&mut self) {
+        if !self.name.is_empty() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .status();
+            self.name.clear();
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.delete();
     }
 }

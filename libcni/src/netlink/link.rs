@@ -140,6 +140,13 @@ impl RouteSocket {
         )
     }
 
+    pub fn set_txqlen(&self, link: &Link, len: u32) -> Result<(), NetlinkError> {
+        self.set_link(
+            || format!("set txqueuelen {len} on {}", link.name),
+            link_message(link.index, vec![LinkAttribute::TxQueueLen(len)]),
+        )
+    }
+
     pub fn set_mac(&self, link: &Link, mac: &[u8]) -> Result<(), NetlinkError> {
         self.set_link(
             || format!("set MAC {} on {}", format_hw(mac), link.name),

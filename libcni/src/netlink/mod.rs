@@ -7,11 +7,13 @@ mod addr;
 mod error;
 mod link;
 mod route;
+mod rule;
 mod socket;
 
 pub use error::NetlinkError;
 pub use link::{Link, format_hw};
 pub use route::{MAIN_TABLE, RouteSpec};
+pub use rule::RuleSpec;
 pub use socket::RouteSocket;
 
 /// Re-exported so callers can build VF attributes without naming the crate.

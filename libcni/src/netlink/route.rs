@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -14,8 +15,8 @@ use super::socket::RouteSocket;
 
 pub const MAIN_TABLE: u32 = 254;
 
-/// A unicast route as we install and read it back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A unicast route as we install and read it back (recorded in state files).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouteSpec {
     pub dst: IpNet,
     pub gateway: Option<IpAddr>,
@@ -23,6 +24,11 @@ pub struct RouteSpec {
     pub table: u32,
     pub metric: Option<u32>,
     pub mtu: Option<u32>,
+    /// The gateway is on the link even without a covering prefix (Calico's
+    /// `default via 169.254.1.1 dev eth0 onlink`).
+    pub onlink: bool,
+    /// Preferred source address.
+    pub src: Option<IpAddr>,
 }
 
 impl RouteSpec {
@@ -34,7 +40,21 @@ impl RouteSpec {
             table: MAIN_TABLE,
             metric: None,
             mtu: None,
+            onlink: false,
+            src: None,
         }
+    }
+
+    /// The same route in another table.
+    pub fn in_table(&self, table: u32) -> RouteSpec {
+        RouteSpec {
+            table,
+            ..self.clone()
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.dst.prefix_len() == 0
     }
 }
 
@@ -75,6 +95,13 @@ fn route_message(spec: &RouteSpec) -> RouteMessage {
     if let Some(metric) = spec.metric {
         msg.attributes.push(RouteAttribute::Priority(metric));
     }
+    if let Some(src) = spec.src {
+        msg.attributes
+            .push(RouteAttribute::PrefSource(route_address(src)));
+    }
+    if spec.onlink {
+        msg.header.flags = RouteFlags::Onlink;
+    }
     if let Some(mtu) = spec.mtu {
         msg.attributes.push(RouteAttribute::Metrics(vec![
             netlink_packet_route::route::RouteMetric::Mtu(mtu),
@@ -105,8 +132,10 @@ impl RouteSocket {
 
     pub fn del_route(&self, spec: &RouteSpec) -> Result<(), NetlinkError> {
         let mut msg = route_message(spec);
-        // The kernel matches on the attributes given; scope must not narrow it.
-        msg.header.scope = RouteScope::Universe;
+        // IPv4 deletion matches the scope exactly unless it is "nowhere"
+        // (what iproute2 sends): a universe scope would never find a
+        // scope-link route.
+        msg.header.scope = RouteScope::NoWhere;
         msg.header.protocol = RouteProtocol::Unspec;
         self.execute(
             || format!("remove route {}", describe(spec)),
@@ -145,6 +174,8 @@ impl RouteSocket {
                 table: 0,
                 metric: None,
                 mtu: None,
+                onlink: m.header.flags.contains(RouteFlags::Onlink),
+                src: None,
             };
             for attr in &m.attributes {
                 match attr {
@@ -162,6 +193,12 @@ impl RouteSocket {
                         spec.gateway = Some(IpAddr::V6(*a))
                     }
                     RouteAttribute::Oif(o) => spec.oif = Some(*o),
+                    RouteAttribute::PrefSource(RouteAddress::Inet(a)) => {
+                        spec.src = Some(IpAddr::V4(*a))
+                    }
+                    RouteAttribute::PrefSource(RouteAddress::Inet6(a)) => {
+                        spec.src = Some(IpAddr::V6(*a))
+                    }
                     RouteAttribute::Priority(p) => spec.metric = Some(*p),
                     _ => {}
                 }
@@ -185,5 +222,38 @@ impl RouteSocket {
             out.push(spec);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::NetNs;
+
+    /// A route added to a table, in every shape policy routing uses, can be
+    /// deleted with the same spec (and only then is it gone).
+    #[test]
+    #[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
+    fn routes_in_a_table_delete_with_the_spec_they_were_added_with() {
+        let ns = NetNs::temporary().expect("netns");
+        let sock = ns.route_socket().expect("socket");
+        let lo = sock.link_by_name("lo").expect("lo").expect("lo exists");
+        sock.set_up(&lo, true).expect("up");
+        let addr: IpNet = "10.244.1.5/32".parse().expect("net");
+        sock.add_address(&lo, &addr).expect("address");
+        let mut scoped = RouteSpec::new(addr, None, lo.index).in_table(100);
+        scoped.src = Some(addr.addr());
+        let mut gw_link =
+            RouteSpec::new("169.254.1.1/32".parse().expect("net"), None, lo.index).in_table(100);
+        gw_link.metric = None;
+        for spec in [scoped, gw_link] {
+            sock.add_route(&spec).expect("add");
+            assert_eq!(sock.routes(false, 100).expect("dump").len(), 1, "{spec:?}");
+            sock.del_route(&spec).expect("delete");
+            assert!(
+                sock.routes(false, 100).expect("dump").is_empty(),
+                "still there: {spec:?}"
+            );
+        }
     }
 }

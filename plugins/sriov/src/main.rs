@@ -676,28 +676,31 @@ fn check_pod_side(
     Ok(problems)
 }
 
+/// Gratuitous ARP / unsolicited NA for the new addresses, sent by the kernel
+/// (arp_notify/ndisc_notify were set with the addresses); frames of our own
+/// only if the link cannot take its MAC again. Best effort.
 fn announce_addresses(ctx: &AddCtx<'_>, result: &CniResult) {
-    let Some(iface) = result.interfaces.first() else {
+    let Ok(Some(link)) = ctx.pod_sock.link_by_name(ctx.req.ifname.as_str()) else {
         return;
     };
-    let (Some(mac), Ok(Some(link))) = (
-        iface.mac.as_deref().and_then(|m| MacAddr::parse(m).ok()),
-        ctx.pod_sock.link_by_name(ctx.req.ifname.as_str()),
-    ) else {
-        return;
-    };
-    let addrs: Vec<_> = result.ips.iter().map(|ip| ip.address.addr()).collect();
-    let ifname = ctx.req.ifname.as_str();
-    match ctx
-        .pod
-        .run(|| announce::announce(ifname, link.index, mac.0, &addrs, CARRIER_WAIT))
-    {
-        Ok(errors) => {
-            for e in errors {
-                tracing::info!(error = %e, "address announcement failed (best effort)");
+    match announce::via_kernel(&ctx.pod_sock, &link) {
+        Ok(()) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "kernel announcement unavailable: sending frames ourselves");
+            let Some(mac) = MacAddr::from_slice(&link.mac) else {
+                return;
+            };
+            let addrs: Vec<_> = result.ips.iter().map(|ip| ip.address.addr()).collect();
+            let ifname = ctx.req.ifname.as_str();
+            if let Ok(errors) = ctx
+                .pod
+                .run(|| announce::announce(ifname, link.index, mac.0, &addrs, CARRIER_WAIT))
+            {
+                for e in errors {
+                    tracing::info!(error = %e, "address announcement failed (best effort)");
+                }
             }
         }
-        Err(e) => tracing::info!(error = %e, "address announcement skipped"),
     }
 }
 

@@ -2,14 +2,14 @@
 //! exec, on the same work in the same run. Prints Markdown tables of medians
 //! and ratios (Go / ours: above 1 means we are faster).
 //!
-//! Usage: cni-bench <bin dir> <section>...   (sections: ipam)
+//! Usage: cni-bench <bin dir> <section>...   (sections: ipam, coordinator)
 //! scripts/bench.sh builds the release binaries and runs this.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration::{Etcd, run_with_stdin};
+use integration::{Etcd, Netns, run_with_stdin};
 use libcni::pool::{FileStore, load_pools};
 use serde_json::{Value, json};
 
@@ -26,12 +26,23 @@ fn ms(d: Duration) -> String {
 
 /// Runs one CNI command and returns its wall time; any failure aborts the run.
 fn exec(plugin: &Path, command: &str, cid: &str, conf: &Value) -> Duration {
+    exec_in(plugin, command, cid, conf, "/proc/self/ns/net", "eth0")
+}
+
+fn exec_in(
+    plugin: &Path,
+    command: &str,
+    cid: &str,
+    conf: &Value,
+    netns: &str,
+    ifname: &str,
+) -> Duration {
     let mut cmd = Command::new(plugin);
     cmd.env_clear()
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", cid)
-        .env("CNI_NETNS", "/proc/self/ns/net")
-        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", GO_PLUGINS);
     let input = conf.to_string();
     let start = Instant::now();
@@ -155,6 +166,69 @@ fn etcd_throughput(ippool: &Path) {
     println!();
 }
 
+/// coordinator vs Go sbr: both give one interface a table, rules and routes.
+fn coordinator(bins: &Path) {
+    const ROUNDS: usize = 40;
+    let pod = Netns::new("bench-pod");
+    let peer = Netns::new("bench-gw");
+    pod.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "gw1", "netns", &peer.name,
+    ]);
+    pod.ip(&["addr", "add", "10.50.0.2/24", "dev", "net1"]);
+    pod.ip(&["link", "set", "net1", "up"]);
+    peer.ip(&["addr", "add", "10.50.0.1/24", "dev", "gw1"]);
+    peer.ip(&["link", "set", "gw1", "up"]);
+    let state = tempfile::tempdir().expect("tempdir");
+    let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": pod.path()}],
+                      "ips": [{"interface": 0, "address": "10.50.0.2/24", "gateway": "10.50.0.1"}], "dns": {}});
+    let ours = json!({"cniVersion": "1.0.0", "name": "rail", "type": "coordinator", "prevResult": prev,
+                      "stateDir": state.path(), "detectGateway": false, "podRPFilter": -1});
+    let mut probing = ours.clone();
+    probing["detectGateway"] = json!(true);
+    let go = json!({"cniVersion": "1.0.0", "name": "rail", "type": "sbr", "prevResult": prev});
+    let coord = bins.join("coordinator");
+    let sbr = Path::new(GO_PLUGINS).join("sbr");
+    // Same starting state before every ADD: sbr's DEL leaves its table's
+    // routes behind, so reset the address and table (untimed) for everyone.
+    let reset = || {
+        for table in ["100", "101"] {
+            // Fails harmlessly when the table does not exist yet.
+            let _ = integration::ip_ok(&["-n", &pod.name, "route", "flush", "table", table]);
+        }
+        pod.ip(&["addr", "flush", "dev", "net1"]);
+        pod.ip(&["addr", "add", "10.50.0.2/24", "dev", "net1"]);
+    };
+    let (mut c, mut p, mut g) = (vec![], vec![], vec![]);
+    for i in 0..ROUNDS {
+        let cid = format!("b{i}");
+        for (plugin, conf, out) in [
+            (&coord, &ours, &mut c),
+            (&coord, &probing, &mut p),
+            (&sbr, &go, &mut g),
+        ] {
+            reset();
+            out.push(exec_in(plugin, "ADD", &cid, conf, &pod.path(), "net1"));
+            exec_in(plugin, "DEL", &cid, conf, &pod.path(), "net1");
+        }
+    }
+    let (c, p, g) = (median(c), median(p), median(g));
+    println!("## coordinator: ADD on one interface vs Go sbr (median of {ROUNDS})\n");
+    println!("| plugin | ADD | ratio (sbr / ours) |");
+    println!("|---|---|---|");
+    println!(
+        "| coordinator, probes off (sbr's work) | {} | {:.1}x |",
+        ms(c),
+        g.as_secs_f64() / c.as_secs_f64()
+    );
+    println!(
+        "| coordinator, gateway probe on (default) | {} | {:.1}x |",
+        ms(p),
+        g.as_secs_f64() / p.as_secs_f64()
+    );
+    println!("| sbr (Go) | {} | 1.0x |", ms(g));
+    println!();
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(bins) = args.next().map(PathBuf::from) else {
@@ -171,6 +245,7 @@ fn main() {
     } {
         match section.as_str() {
             "ipam" => ipam(&bins),
+            "coordinator" | "route" => coordinator(&bins),
             other => {
                 eprintln!("unknown section {other}");
                 std::process::exit(2);

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libcni::sysfs::fake::FakePf;
 use serde_json::{Value, json};
@@ -42,92 +41,7 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A short token unique within this test run, for interface and netns names.
-pub fn unique() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{:x}{}",
-        std::process::id() & 0xfff,
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// Runs `ip` with `args`; panics with its stderr on failure.
-pub fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn ip_ok(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-pub fn ip_json(args: &[&str]) -> Value {
-    let mut full = vec!["-j"];
-    full.extend_from_slice(args);
-    serde_json::from_str(&ip(&full)).expect("ip -j output")
-}
-
-/// A named network namespace, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(prefix: &str) -> Netns {
-        let name = format!("{prefix}-{}", unique());
-        ip(&["netns", "add", &name]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        Netns { name }
-    }
-
-    pub fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        ip(&full)
-    }
-
-    pub fn ip_json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        ip_json(&full)
-    }
-
-    pub fn has_link(&self, name: &str) -> bool {
-        ip_ok(&["-n", &self.name, "link", "show", name])
-    }
-
-    /// Deletes it now (as kubelet does when a pod goes away).
-    pub fn delete(&mut self) {
-        if !self.name.is_empty() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .status();
-            self.name.clear();
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.delete();
-    }
-}
+pub use integration::{Netns, ip, ip_json, ip_ok, unique};
 
 pub use integration::Outcome;
 
@@ -267,6 +181,8 @@ pub struct FakeNode {
     pub state: PathBuf,
     pub ipam_dir: PathBuf,
     pub wire: Netns,
+    /// With `per_rail`: one "switch" netns per VF holding its peer end.
+    pub switches: Vec<Netns>,
     pub pf_pci: String,
     pub pf: FakePf,
     pub vfs: Vec<StandIn>,
@@ -277,6 +193,16 @@ pub const PF_PCI: &str = "0000:af:00.1";
 impl FakeNode {
     /// `vfs` stand-in VFs with netdevs (driver iavf), PF MTU `pf_mtu`.
     pub fn new(vfs: usize, pf_mtu: u32) -> FakeNode {
+        FakeNode::build(vfs, pf_mtu, false)
+    }
+
+    /// Each VF's peer in a switch netns of its own (`switches[i]`), where a
+    /// test puts the rail's gateway addresses.
+    pub fn per_rail(vfs: usize, pf_mtu: u32) -> FakeNode {
+        FakeNode::build(vfs, pf_mtu, true)
+    }
+
+    fn build(vfs: usize, pf_mtu: u32, per_rail: bool) -> FakeNode {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let sysfs = dir.path().join("sys");
@@ -288,11 +214,15 @@ impl FakeNode {
             sysfs,
             dir,
             wire,
+            switches: Vec::new(),
             pf_pci: PF_PCI.into(),
             pf,
             vfs: Vec::new(),
         };
         for i in 0..vfs {
+            if per_rail {
+                node.switches.push(Netns::new("sw"));
+            }
             node.add_netdev_vf(i as u32);
         }
         node
@@ -302,19 +232,16 @@ impl FakeNode {
         let tok = unique();
         let name = format!("sv{tok}h");
         let peer = format!("sv{tok}p");
+        let ns = self
+            .switches
+            .get(index as usize)
+            .unwrap_or(&self.wire)
+            .name
+            .clone();
         ip(&[
-            "link",
-            "add",
-            &name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            &self.wire.name,
+            "link", "add", &name, "type", "veth", "peer", "name", &peer, "netns", &ns,
         ]);
-        self.wire.ip(&["link", "set", &peer, "up"]);
+        ip(&["-n", &ns, "link", "set", &peer, "up"]);
         let pci = format!("0000:af:06.{index}");
         self.pf
             .add_vf(index, &pci, Some(&name), "iavf")
@@ -523,4 +450,51 @@ pub fn pool_state(data_dir: &Path, pool: &str) -> Value {
         .and_then(|s| s.inspect(pool))
         .expect("inspect pool")
         .unwrap_or(Value::Null)
+}
+
+/// Runs a chain's ADD as libcni does: each plugin gets the previous result
+/// as `prevResult`; returns the final result.
+pub fn chain_add(call: &Call, plugins: &[(&str, Value)]) -> Value {
+    let mut prev: Option<Value> = None;
+    for (bin, conf) in plugins {
+        let mut c = conf.clone();
+        if let Some(p) = &prev {
+            c["prevResult"] = p.clone();
+        }
+        prev = Some(call.with("ADD").run(bin, &c).ok());
+    }
+    prev.unwrap_or(Value::Null)
+}
+
+/// DEL in reverse order, each plugin with the cached final result.
+pub fn chain_del(call: &Call, plugins: &[(&str, Value)], cached: &Value) {
+    for (bin, conf) in plugins.iter().rev() {
+        call.with("DEL").run(bin, &with_prev(conf, cached)).ok();
+    }
+}
+
+/// CHECK to every plugin with the cached final result.
+pub fn chain_check(call: &Call, plugins: &[(&str, Value)], cached: &Value) -> Vec<Outcome> {
+    plugins
+        .iter()
+        .map(|(bin, conf)| call.with("CHECK").run(bin, &with_prev(conf, cached)))
+        .collect()
+}
+
+/// (rx_packets, tx_packets) of an interface in a netns.
+pub fn packets(ns: &Netns, ifname: &str) -> (u64, u64) {
+    let v = ns.ip_json(&["-s", "link", "show", ifname]);
+    let stats = &v[0]["stats64"];
+    (
+        stats["rx"]["packets"].as_u64().unwrap_or_default(),
+        stats["tx"]["packets"].as_u64().unwrap_or_default(),
+    )
+}
+
+/// Waits until no IPv6 address in `ns` is tentative (DAD done), up to 5 s.
+pub fn settle_ipv6(ns: &Netns) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ns.ip(&["-6", "addr"]).contains("tentative") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
