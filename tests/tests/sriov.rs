@@ -154,7 +154,7 @@ fn a_failure_after_each_add_step_leaves_the_host_as_before() {
         "sriov.add.after_record",
         "vf.after_vlan",
         "vf.after_mac",
-        "vf.after_max_tx_rate",
+        "vf.after_rate",
         "vf.after_spoofchk",
         "vf.after_trust",
         "vf.after_link_state",
@@ -210,7 +210,7 @@ fn driver_refusals_fail_add_and_roll_back_the_pf_side() {
         ),
         (
             json!({"vlan": 10, "min_tx_rate": 5, "max_tx_rate": 100}),
-            "max_tx_rate",
+            "min_tx_rate",
         ),
         (json!({"vlan": 10, "vlanProto": "802.1ad"}), "vlan"),
     ] {
@@ -224,7 +224,10 @@ fn driver_refusals_fail_add_and_roll_back_the_pf_side() {
             msg.starts_with(&format!("{key}: set VF 0")),
             "{extra}: {msg}"
         );
-        assert!(msg.contains("not supported"), "{msg}");
+        assert!(
+            msg.contains("simulated PF driver does not support this"),
+            "{msg}"
+        );
         assert_eq!(node.snapshot(), before, "{extra}");
     }
     // Accepted settings still work on the same driver.
@@ -909,4 +912,39 @@ fn check_accepts_what_a_later_plugin_changed_and_reported() {
     r["interfaces"][0]["mac"] = json!("02:aa:00:00:00:71");
     call.with("CHECK").run("sriov", &with_prev(&conf, &r)).ok();
     call.with("DEL").run("sriov", &with_prev(&conf, &r)).ok();
+}
+
+#[test]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
+fn a_vfs_own_mac_is_given_back_by_clearing_the_admin_mac() {
+    // igb reports a VF's own MAC on the PF side until an admin MAC is set;
+    // writing that MAC back on DEL would lock an untrusted VF out of its MAC
+    // (found on real igb in the VM lane). All-zero clears the admin MAC.
+    let node = FakeNode::new(1, 1500);
+    let vf = node.vfs[0].clone();
+    let igb_like = json!({"mac": vf.mac, "ownMac": vf.mac, "vlan": {"id": 0, "qos": 0, "proto": "802.1Q"},
+                          "spoofchk": true, "trust": false, "link_state": "auto", "rate": {"min": 0, "max": 0}});
+    node.set_sim_vf(0, &igb_like);
+    let before = node.snapshot();
+    let pod = Netns::new("pod");
+    let conf = node.conf(&vf.pci, json!({"mac": "02:00:00:00:00:81"}));
+    let call = Call::new("ADD", "own-mac", &pod.path(), "net1");
+    call.run("sriov", &conf).ok();
+    assert_eq!(node.sim_vf(0)["mac"], "02:00:00:00:00:81");
+    call.with("DEL").run("sriov", &conf).ok();
+    assert_eq!(node.snapshot(), before);
+    assert!(
+        node.sim_calls()
+            .lines()
+            .any(|l| l == "vf 0 mac 00:00:00:00:00:00"),
+        "{}",
+        node.sim_calls()
+    );
+    // The same through a rollback: the netdev ends with its own MAC too.
+    let failed = call
+        .clone()
+        .env("FAILPOINTS", "sriov.add.after_link_up=return")
+        .run("sriov", &conf);
+    failed.err();
+    assert_eq!(node.snapshot(), before);
 }

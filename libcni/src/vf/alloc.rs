@@ -82,13 +82,10 @@ impl VfAllocations {
         }))
     }
 
-    /// Records `netns` as the VF's owner. Refuses when another attachment
-    /// holds it and its netns is still alive; takes it over when that netns is
-    /// gone (the pod died without a DEL).
-    pub fn claim(
+    /// Busy when another attachment holds the VF and its netns is alive.
+    pub fn ensure_available(
         &self,
         pci: &PciAddr,
-        netns: &Path,
         container_id: &ContainerId,
         ifname: &IfName,
     ) -> Result<(), Error> {
@@ -105,6 +102,20 @@ impl VfAllocations {
                 tracing::info!(vf = %pci, stale = %owner.describe(), "reclaiming VF from a pod whose netns is gone");
             }
         }
+        Ok(())
+    }
+
+    /// Records `netns` as the VF's owner. Refuses when another attachment
+    /// holds it and its netns is still alive; takes it over when that netns is
+    /// gone (the pod died without a DEL).
+    pub fn claim(
+        &self,
+        pci: &PciAddr,
+        netns: &Path,
+        container_id: &ContainerId,
+        ifname: &IfName,
+    ) -> Result<(), Error> {
+        self.ensure_available(pci, container_id, ifname)?;
         self.dir.write_json(
             pci.as_str(),
             &VfOwner {

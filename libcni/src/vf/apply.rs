@@ -16,7 +16,11 @@ const MAC_VERIFY_PAUSE: Duration = Duration::from_millis(100);
 
 fn write_verified(prog: &dyn VfProgrammer, vf: &VfRef, op: VfOp) -> Result<(), Error> {
     prog.write(vf, op)?;
-    if let VfOp::Mac(_) = op {
+    // All-zero clears an admin MAC; the PF then reports whatever MAC the VF
+    // has of its own (igb), so there is nothing to read back.
+    if let VfOp::Mac(m) = op
+        && !m.is_zero()
+    {
         for attempt in 1..=MAC_VERIFY_TRIES {
             let now = prog.read(vf)?;
             if op.is_reflected_in(&now) {
@@ -49,19 +53,13 @@ pub fn program<'a>(
     undo: &mut Undo<'a>,
 ) -> Result<(), Error> {
     for op in want.add_order() {
-        write_verified(prog, vf, op).map_err(|e| {
-            e.step(format!(
-                "{}: set VF {} {op} on PF {}",
-                op.key(),
-                vf.index,
-                vf.pf.name
-            ))
-        })?;
+        // The write's own error already says "set VF <n> <op> on PF <pf>".
+        write_verified(prog, vf, op).map_err(|e| e.step(op.key()))?;
         let restore = op.value_in(orig);
         undo.push(format!("restore VF {} {restore}", vf.index), move || {
             write_verified(prog, vf, restore)
         });
-        failpoint::hit(&format!("vf.after_{}", op.key()))?;
+        failpoint::hit(&format!("vf.after_{}", op.attribute()))?;
     }
     Ok(())
 }
@@ -80,7 +78,7 @@ pub fn restore(
         .into_iter()
         .filter_map(|op| {
             write_verified(prog, vf, op)
-                .map_err(|e| e.step(format!("restore VF {} {op} on PF {}", vf.index, vf.pf.name)))
+                .map_err(|e| e.step(format!("restore {}", op.key())))
                 .err()
         })
         .collect()

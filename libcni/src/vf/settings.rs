@@ -153,11 +153,25 @@ impl fmt::Display for VfOp {
 }
 
 impl VfOp {
+    /// A stable name of the attribute (failpoints, logs).
+    pub fn attribute(&self) -> &'static str {
+        match self {
+            VfOp::Vlan(_) => "vlan",
+            VfOp::Mac(_) => "mac",
+            VfOp::Rate(_) => "rate",
+            VfOp::SpoofChk(_) => "spoofchk",
+            VfOp::Trust(_) => "trust",
+            VfOp::LinkState(_) => "link_state",
+        }
+    }
+
     /// The config key this write comes from, for error messages.
     pub fn key(&self) -> &'static str {
         match self {
             VfOp::Vlan(_) => "vlan",
             VfOp::Mac(_) => "mac",
+            // One write sets both rates; a refusal usually concerns min (igb).
+            VfOp::Rate(r) if r.min > 0 => "min_tx_rate",
             VfOp::Rate(_) => "max_tx_rate",
             VfOp::SpoofChk(_) => "spoofchk",
             VfOp::Trust(_) => "trust",

@@ -3,7 +3,9 @@
 //! lives in a JSON file next to the PF in the fake sysfs tree:
 //!
 //! - `<root>/bus/pci/devices/<pf>/sim-vf<N>.json`: VF N's state (`VfHwState`);
-//!   absent means a fresh VF (`VfHwState::default()`).
+//!   absent means a fresh VF (`VfHwState::default()`). An optional `ownMac`
+//!   models igb: the PF reports the VF's own MAC until an admin MAC is set,
+//!   and again once the admin MAC is cleared by writing all zeros.
 //! - `<root>/bus/pci/devices/<pf>/sim-unsupported`: words naming what the
 //!   simulated driver refuses, like real drivers do: `vlan`, `vlan_8021ad`,
 //!   `mac`, `rate`, `min_tx_rate` (only values > 0, as igb), `spoofchk`,
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use super::programmer::VfProgrammer;
 use super::settings::{VfHwState, VfOp, VlanProto};
 use crate::error::Error;
+use crate::ids::MacAddr;
 use crate::netlink::NetlinkError;
 use crate::sysfs::{Sysfs, VfRef};
 
@@ -51,20 +54,46 @@ impl SimVfs {
         }
     }
 
+    /// The errno a real driver (igb) answers a refused write with.
+    fn errno(op: &VfOp) -> i32 {
+        match op {
+            VfOp::Vlan(v) if v.proto == VlanProto::Dot1Ad => libc::EPROTONOSUPPORT,
+            VfOp::Rate(r) if r.min > 0 => libc::EINVAL,
+            _ => libc::EOPNOTSUPP,
+        }
+    }
+
     fn io_error(&self, what: String, e: impl std::fmt::Display) -> Error {
         Error::Internal(format!("simulated PF: {what}: {e}"))
     }
 }
 
+impl SimVfs {
+    /// The VF's state and, if the test gave one, the VF's own MAC.
+    fn read_file(&self, vf: &VfRef) -> Result<(VfHwState, Option<MacAddr>), Error> {
+        let path = self.state_path(vf);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((VfHwState::default(), None));
+            }
+            Err(e) => return Err(self.io_error(format!("read {}", path.display()), e)),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| self.io_error(format!("parse {}", path.display()), e))?;
+        let own = value
+            .get("ownMac")
+            .and_then(|m| m.as_str())
+            .and_then(|m| MacAddr::parse(m).ok());
+        let state = serde_json::from_value(value)
+            .map_err(|e| self.io_error(format!("parse {}", path.display()), e))?;
+        Ok((state, own))
+    }
+}
+
 impl VfProgrammer for SimVfs {
     fn read(&self, vf: &VfRef) -> Result<VfHwState, Error> {
-        let path = self.state_path(vf);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| self.io_error(format!("parse {}", path.display()), e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VfHwState::default()),
-            Err(e) => Err(self.io_error(format!("read {}", path.display()), e)),
-        }
+        self.read_file(vf).map(|(state, _)| state)
     }
 
     fn write(&self, vf: &VfRef, op: VfOp) -> Result<(), Error> {
@@ -79,14 +108,15 @@ impl VfProgrammer for SimVfs {
         if self.refuses(vf, &op) {
             return Err(NetlinkError::Kernel {
                 op: format!("set VF {} {op} on PF {}", vf.index, vf.pf.name),
-                errno: libc::EOPNOTSUPP,
+                errno: SimVfs::errno(&op),
                 reason: Some("simulated PF driver does not support this".into()),
             }
             .into());
         }
-        let mut state = self.read(vf)?;
+        let (mut state, own) = self.read_file(vf)?;
         match op {
             VfOp::Vlan(v) => state.vlan = v,
+            VfOp::Mac(m) if m.is_zero() => state.mac = own.unwrap_or(m),
             VfOp::Mac(m) => state.mac = m,
             VfOp::Rate(r) => state.rate = r,
             VfOp::SpoofChk(b) => state.spoofchk = b,
@@ -95,7 +125,12 @@ impl VfProgrammer for SimVfs {
         }
         let path = self.state_path(vf);
         let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&state)
+        let mut record =
+            serde_json::to_value(&state).map_err(|e| self.io_error("encode state".into(), e))?;
+        if let Some(own) = own {
+            record["ownMac"] = serde_json::json!(own);
+        }
+        let bytes = serde_json::to_vec_pretty(&record)
             .map_err(|e| self.io_error("encode state".into(), e))?;
         fs::write(&tmp, bytes)
             .and_then(|()| fs::rename(&tmp, &path))

@@ -28,7 +28,7 @@ use libcni::state::StateDir;
 use libcni::sysfs::{Sysfs, VfRef};
 use libcni::undo::Undo;
 use libcni::version::SpecVersion;
-use libcni::vf::{self, VfAllocations, VfOp, VfProgrammer};
+use libcni::vf::{self, VfAllocations, VfHwState, VfOp, VfProgrammer};
 use libcni::{Error, announce, ipconf};
 
 use config::{Paths, SriovConf};
@@ -83,6 +83,10 @@ struct AddCtx<'r> {
     pod: NetNs,
     pod_sock: RouteSocket,
     ipam: Option<IpamDelegate>,
+    /// The VF netdev in the host as ADD found it (None: userspace driver).
+    host_link: Option<(Link, NetdevOrigin)>,
+    /// The VF's PF-side state before ADD changed anything.
+    orig: VfHwState,
 }
 
 impl CniPlugin for Sriov {
@@ -110,7 +114,7 @@ impl CniPlugin for Sriov {
         let pod = NetNs::open(netns)?;
         let pod_sock = pod.route_socket()?;
         let _lock = node.allocs.lock(&vf.pci, LOCK_TIMEOUT)?;
-        let ctx = AddCtx {
+        let mut ctx = AddCtx {
             req,
             conf,
             node,
@@ -118,8 +122,26 @@ impl CniPlugin for Sriov {
             pod,
             pod_sock,
             ipam,
+            host_link: None,
+            orig: VfHwState::default(),
         };
         clear_leftover(&ctx)?;
+        ctx.node
+            .allocs
+            .ensure_available(&ctx.vf.pci, &req.container_id, &req.ifname)?;
+        reclaim_from_dead_owner(&ctx.node, &ctx.vf, &req.container_id, &req.ifname)?;
+        ctx.host_link = match host_netdev(&ctx.node, &ctx.vf)? {
+            Some(link) => {
+                let origin = NetdevOrigin::of(&link)?;
+                Some((link, origin))
+            }
+            None => None,
+        };
+        ctx.orig = ctx
+            .node
+            .pf
+            .read(&ctx.vf)
+            .step(|| format!("read VF {} state from PF {}", ctx.vf.index, ctx.vf.pf.name))?;
         let mut undo = Undo::new();
         match add_steps(&ctx, netns, &mut undo) {
             Ok(result) => {
@@ -127,7 +149,14 @@ impl CniPlugin for Sriov {
                 announce_addresses(&ctx, &result);
                 Ok(result)
             }
-            Err(e) => Err(undo.rollback(e)),
+            Err(e) => {
+                let e = undo.rollback(e);
+                // Undo runs newest first, so the netdev's MAC was put back
+                // while the PF's admin MAC still locked it (igb refuses):
+                // now that the PF side is restored, put it back again.
+                settle_host_netdev(&ctx);
+                Err(e)
+            }
         }
     }
 
@@ -251,17 +280,13 @@ fn add_steps<'a>(
     let (req, node, vf) = (ctx.req, &ctx.node, &ctx.vf);
     let (cid, ifname) = (&req.container_id, &req.ifname);
 
-    reclaim_from_dead_owner(node, vf, cid, ifname)?;
     node.allocs.claim(&vf.pci, netns, cid, ifname)?;
     undo.push(format!("release claim on VF {}", vf.pci), move || {
         node.allocs.release(&vf.pci, cid, ifname)
     });
 
-    let orig = node
-        .pf
-        .read(vf)
-        .step(|| format!("read VF {} state from PF {}", vf.index, vf.pf.name))?;
-    let host_link = host_netdev(node, vf)?;
+    let orig = ctx.orig.clone();
+    let host_link = ctx.host_link.as_ref();
     let mode = if host_link.is_some() {
         Mode::Netdev
     } else {
@@ -276,7 +301,7 @@ fn add_steps<'a>(
         orig.clone(),
     );
     record.applied = ctx.conf.vf.clone();
-    record.host = host_link.as_ref().map(NetdevOrigin::of).transpose()?;
+    record.host = host_link.map(|(_, origin)| origin.clone());
     node.records.save(&record)?;
     let saved = record.clone();
     undo.push("remove attachment record", move || {
@@ -284,12 +309,13 @@ fn add_steps<'a>(
     });
     failpoint::hit("sriov.add.after_record")?;
 
-    vf::program(&*node.pf, vf, &ctx.conf.vf, &orig, undo)?;
+    let restore_to = record.restore_target();
+    vf::program(&*node.pf, vf, &ctx.conf.vf, &restore_to, undo)?;
     failpoint::hit("sriov.add.after_pf")?;
 
-    let pod_link = match (&host_link, &record.host) {
-        (Some(link), Some(origin)) => Some(move_in(ctx, link, origin, undo)?),
-        _ => None,
+    let pod_link = match host_link {
+        Some((link, origin)) => Some(move_in(ctx, link, origin, undo)?),
+        None => None,
     };
 
     let mut result = match &ctx.ipam {
@@ -393,9 +419,10 @@ fn move_in<'a>(
         },
     );
     failpoint::hit("sriov.add.after_move")?;
-    if let Some(mac) = ctx.conf.vf.mac {
-        set_mac_verified(&ctx.pod_sock, &moved, mac)?;
-    }
+    let moved = match ctx.conf.vf.mac {
+        Some(mac) => give_mac(&ctx.pod_sock, &moved, mac)?,
+        None => moved,
+    };
     if let Some(mtu) = ctx.conf.mtu {
         ctx.pod_sock.set_mtu(&moved, mtu)?;
     }
@@ -407,6 +434,29 @@ fn move_in<'a>(
             device: ifname.to_string(),
             reason: "vanished from the pod".into(),
         })
+}
+
+/// Gives the VF netdev `mac`, which the PF side was just told. Some VF
+/// drivers (igbvf) take a PF-assigned MAC only when they reset, which a
+/// down after an up triggers, and refuse to set it themselves when the VF is
+/// untrusted; others (and the host-lane stand-ins) need it set on the netdev.
+fn give_mac(sock: &RouteSocket, link: &Link, mac: MacAddr) -> Result<Link, Error> {
+    let reread = |l: &Link| {
+        sock.link_by_index(l.index)?.ok_or_else(|| Error::Device {
+            device: l.name.clone(),
+            reason: "vanished from the pod".into(),
+        })
+    };
+    if link.mac == mac.0 {
+        return Ok(link.clone());
+    }
+    sock.set_up(link, true)?;
+    sock.set_up(link, false)?;
+    let link = reread(link)?;
+    if link.mac != mac.0 {
+        set_mac_verified(sock, &link, mac)?;
+    }
+    reread(&link)
 }
 
 fn set_mac_verified(sock: &RouteSocket, link: &Link, mac: MacAddr) -> Result<(), Error> {
@@ -424,6 +474,43 @@ fn set_mac_verified(sock: &RouteSocket, link: &Link, mac: MacAddr) -> Result<(),
         device: link.name.clone(),
         reason: format!("MAC {mac} was accepted but never took effect"),
     })
+}
+
+/// After a rolled-back ADD: the VF netdev is back in the host under its
+/// name; make sure it also has its MAC and MTU again. Best effort.
+fn settle_host_netdev(ctx: &AddCtx<'_>) {
+    let Some((_, origin)) = &ctx.host_link else {
+        return;
+    };
+    if let Ok(Some(link)) = ctx.node.host.link_by_name(origin.name.as_str()) {
+        netdev::restore_mac_mtu(&ctx.node.host, &link, origin);
+        reregister_own_mac(&ctx.node, &ctx.vf, &ctx.orig, origin);
+    }
+}
+
+/// When the PF reported the VF's own MAC before ADD and, its admin MAC now
+/// cleared, reports none (the VF never reset to tell it, as igbvf does on
+/// a reset), the netdev tells it again: the kernel skips setting an
+/// unchanged MAC, so it sets a neighbouring address and then its own.
+fn reregister_own_mac(node: &Node, vf: &VfRef, orig: &VfHwState, origin: &NetdevOrigin) {
+    let Some(own) = origin.mac.filter(|m| !m.is_zero() && *m == orig.mac) else {
+        return;
+    };
+    if !node.pf.read(vf).is_ok_and(|now| now.mac.is_zero()) {
+        return;
+    }
+    let Ok(Some(link)) = node.host.link_by_name(origin.name.as_str()) else {
+        return;
+    };
+    let mut neighbour = own;
+    neighbour.0[5] ^= 1;
+    if let Err(e) = node
+        .host
+        .set_mac(&link, &neighbour.0)
+        .and_then(|()| node.host.set_mac(&link, &own.0))
+    {
+        tracing::warn!(error = %e, device = %link.name, "could not re-register the VF's own MAC with its PF");
+    }
 }
 
 fn check_mtu(node: &Node, vf: &VfRef, mtu: Option<u32>) -> Result<(), Error> {
@@ -513,7 +600,7 @@ fn release_attachment(node: &Node, record: &SriovRecord, pod: Option<&NetNs>) ->
         tracing::warn!(vf = %vf.pci, owner = %owner.container_id, "VF now belongs to another attachment: leaving it alone");
         return node.records.remove(record);
     }
-    let mut errors = vf::restore(&*node.pf, &vf, &record.applied, &record.orig_vf);
+    let mut errors = vf::restore(&*node.pf, &vf, &record.applied, &record.restore_target());
     if record.mode == Mode::Userspace && record.applied.mac.is_none() {
         // A DPDK application may have changed the admin MAC (sriov-cni #214).
         match node.pf.read(&vf) {
@@ -526,10 +613,11 @@ fn release_attachment(node: &Node, record: &SriovRecord, pod: Option<&NetNs>) ->
             Err(e) => errors.push(e),
         }
     }
-    if let (Mode::Netdev, Some(origin)) = (record.mode, &record.host)
-        && let Err(e) = bring_home(node, &vf, record, origin, pod)
-    {
-        errors.push(e);
+    if let (Mode::Netdev, Some(origin)) = (record.mode, &record.host) {
+        match bring_home(node, &vf, record, origin, pod) {
+            Ok(()) => reregister_own_mac(node, &vf, &record.orig_vf, origin),
+            Err(e) => errors.push(e),
+        }
     }
     match Error::from_many(errors) {
         Some(e) => Err(e),

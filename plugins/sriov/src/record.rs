@@ -91,6 +91,20 @@ impl SriovRecord {
         }
     }
 
+    /// The PF-side values that put the VF back as it was. When the PF
+    /// reported the VF's own MAC (the host netdev's, as igb does for a VF
+    /// no one gave a MAC), writing it back would make it administratively
+    /// set and lock an untrusted VF out of changing it; all-zero clears the
+    /// admin MAC instead, and the netdev keeps or regains its own.
+    pub fn restore_target(&self) -> VfHwState {
+        let mut target = self.orig_vf.clone();
+        let own = self.host.as_ref().and_then(|h| h.mac);
+        if !target.mac.is_zero() && own == Some(target.mac) {
+            target.mac = MacAddr([0; 6]);
+        }
+        target
+    }
+
     pub fn belongs_to(&self, container_id: &str, ifname: &str) -> bool {
         match &self.legacy_file {
             Some(name) => *name == format!("{container_id}-{ifname}"),
