@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the suite: formatting, lints, unit tests, root tests in
 # real network namespaces, the integration tests that exec the plugin binaries
-# as a runtime does, and the demo. Must run as root. Fails loudly, never skips
-# silently.
+# as a runtime does, the VM lane (a real kernel with emulated SR-IOV; it says
+# "VM LANE SKIPPED" loudly where QEMU cannot run), and the demo. Must run as
+# root. Fails loudly, never skips silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh disable=SC1091
@@ -37,6 +38,9 @@ export CNI_TEST_BIN_DIR=$PWD/target/testbin/debug
 
 echo ">> unit, root and integration tests"
 cargo test --workspace --features "$TEST_FEATURES"
+
+echo ">> VM lane: release binaries on a real 6.12 kernel under QEMU/TCG (igb VFs, vfio-pci, netdevsim)"
+scripts/vm-lane/lane.sh
 
 echo ">> demo (smoke)"
 log=$(mktemp)
