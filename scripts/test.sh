@@ -13,9 +13,9 @@ require_root
 ensure_packages iproute2 containernetworking-plugins procps jq iputils-ping \
     protobuf-compiler libprotobuf-dev etcd-server etcd-client
 
-PLUGINS=(sriov ippool coordinator)
+PLUGINS=(sriov ib-sriov rdma ippool coordinator)
 TEST_FEATURES=libcni/root-tests,libcni/sim-pf,libcni/failpoints,integration/root-tests
-BIN_FEATURES=sriov/test-build,ippool/test-build,coordinator/test-build
+BIN_FEATURES=sriov/test-build,ib-sriov/test-build,rdma/test-build,ippool/test-build,coordinator/test-build
 
 echo ">> cargo fmt --check"
 cargo fmt --all --check
@@ -26,7 +26,7 @@ cargo clippy --workspace --all-targets --features "$TEST_FEATURES,$BIN_FEATURES"
 echo ">> release build, and proof that no test hook is in it"
 cargo build --release --workspace --bins
 for p in "${PLUGINS[@]}"; do
-    if grep -a -q -e "simulated PF" -e "sim-calls.log" -e "FAILPOINTS" -e "failpoint " "target/release/$p"; then
+    if grep -a -q -e "simulated PF" -e "sim-calls.log" -e "sim-rdma.json" -e "FAILPOINTS" -e "failpoint " "target/release/$p"; then
         echo "ERROR: target/release/$p contains test-only code (simulated PF or failpoints)" >&2
         exit 1
     fi

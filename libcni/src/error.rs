@@ -7,6 +7,7 @@ use crate::ipam::IpamError;
 use crate::netlink::NetlinkError;
 use crate::netns::NetnsError;
 use crate::probe::ProbeError;
+use crate::rdma::RdmaError;
 use crate::result::ResultError;
 use crate::state::StateError;
 use crate::sysfs::SysfsError;
@@ -40,6 +41,8 @@ pub mod code {
     pub const POOL_EXHAUSTED: u32 = 106;
     /// A gateway did not answer the reachability probe (or probing failed).
     pub const PROBE: u32 = 107;
+    /// The RDMA subsystem is not in exclusive netns mode.
+    pub const RDMA_MODE: u32 = 108;
     /// A bug: an internal invariant failed (never expected).
     pub const INTERNAL: u32 = 999;
 }
@@ -72,6 +75,11 @@ pub enum Error {
     PrevResult(#[from] ResultError),
     #[error("{0}")]
     Probe(#[from] ProbeError),
+    #[error("{0}")]
+    Rdma(#[from] RdmaError),
+    /// The RDMA subsystem's netns mode forbids the operation.
+    #[error("{0}")]
+    RdmaMode(String),
     #[error("{what} is already in use by {owner}")]
     Busy { what: String, owner: String },
     #[error("CHECK: {0}")]
@@ -154,6 +162,8 @@ impl Error {
             Error::Ipam(_) => code::IPAM,
             Error::Busy { .. } => code::DEVICE_BUSY,
             Error::Probe(_) => code::PROBE,
+            Error::Rdma(_) => code::NETLINK,
+            Error::RdmaMode(_) => code::RDMA_MODE,
             Error::PoolExhausted { .. } => code::POOL_EXHAUSTED,
             Error::Check(_) => code::CHECK_FAILED,
             Error::Step { source, .. } | Error::RollbackFailed { source, .. } => source.code(),

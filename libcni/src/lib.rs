@@ -22,6 +22,7 @@ pub mod netns;
 pub mod policy;
 pub mod pool;
 pub mod probe;
+pub mod rdma;
 pub mod result;
 pub mod skel;
 pub mod state;

@@ -161,6 +161,45 @@ pub fn return_to_host(
     returned.map(|()| true)
 }
 
+/// Finds a netdev the kernel handed back to the host on its own (a dying pod
+/// netns returns it under its pod name; a driver rebind recreates it under
+/// the kernel's) and gives it its original name, MAC and MTU. Candidates are
+/// the VF's netdevs as sysfs lists them, then `pod_ifname`, accepted only if
+/// it is the same device (same ifindex as when ADD took it): a fake tree or a
+/// stale view may not list it. Ok(None) when it is not in the host.
+pub fn bring_back(
+    host: &RouteSocket,
+    sysfs_names: &[IfName],
+    pod_ifname: &str,
+    origin: &NetdevOrigin,
+) -> Result<Option<Link>, Error> {
+    let mut found = None;
+    let candidates = sysfs_names
+        .iter()
+        .map(|n| (n.as_str(), true))
+        .chain([(pod_ifname, false)]);
+    for (name, from_sysfs) in candidates {
+        if let Some(l) = host.link_by_name(name)?
+            && (from_sysfs || (origin.index != 0 && l.index == origin.index))
+        {
+            found = Some(l);
+            break;
+        }
+    }
+    let Some(link) = found else { return Ok(None) };
+    let link = if link.name == origin.name.as_str() {
+        link
+    } else if host.link_by_name(origin.name.as_str())?.is_some() {
+        tracing::warn!(current = %link.name, wanted = %origin.name, "cannot rename netdev back: name taken");
+        link
+    } else {
+        host.set_up(&link, false)?;
+        rename(host, &link, origin.name.as_str())?
+    };
+    restore_mac_mtu(host, &link, origin);
+    Ok(Some(link))
+}
+
 /// Puts back MAC and MTU; a refusal is logged, never fatal: returning the
 /// device to the host matters more than its MAC.
 pub fn restore_mac_mtu(sock: &RouteSocket, link: &Link, origin: &NetdevOrigin) {

@@ -193,6 +193,14 @@ impl NetNs {
             })
     }
 
+    /// A stable identity: the nsfs inode as `<dev>:<ino>`.
+    pub fn id(&self) -> String {
+        self.file
+            .metadata()
+            .map(|m| format!("{}:{}", m.dev(), m.ino()))
+            .unwrap_or_default()
+    }
+
     /// True when both handles refer to the same namespace.
     pub fn same_as(&self, other: &NetNs) -> bool {
         match (self.file.metadata(), other.file.metadata()) {

@@ -40,6 +40,23 @@ pub struct AttachRequest {
     pub args: CniArgs,
 }
 
+impl AttachRequest {
+    /// CHECK's netns: the runtime must give one.
+    pub fn check_netns(&self) -> Result<&std::path::Path, Error> {
+        self.netns
+            .as_deref()
+            .ok_or_else(|| Error::Check("CNI_NETNS is required".into()))
+    }
+
+    /// CHECK of an attachment this plugin has no record of.
+    pub fn not_recorded(&self, what: &str) -> Error {
+        Error::Check(format!(
+            "no {what} recorded for {} of container {}",
+            self.ifname, self.container_id
+        ))
+    }
+}
+
 /// GC: the attachments to keep.
 #[derive(Debug)]
 pub struct GcRequest {

@@ -191,6 +191,60 @@ impl Sysfs {
         })
     }
 
+    /// Every SR-IOV VF under `bus/pci/devices` (those with a `physfn`),
+    /// resolved; unresolvable ones are skipped.
+    pub fn all_vfs(&self) -> Vec<VfRef> {
+        let Ok(entries) = fs::read_dir(self.root.join("bus/pci/devices")) else {
+            return Vec::new();
+        };
+        let mut vfs: Vec<VfRef> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| PciAddr::parse(&n).ok())
+            .filter(|p| self.pci_device(p).join("physfn").exists())
+            .filter_map(|p| self.resolve_vf(&p).ok())
+            .collect();
+        vfs.sort_by(|a, b| a.pci.cmp(&b.pci));
+        vfs
+    }
+
+    /// Unbinds and rebinds the VF's driver: how an InfiniBand VF takes a new
+    /// GUID (mlx5). The netdev and RDMA device are destroyed and recreated,
+    /// possibly under other names: find them again with `wait_for_netdev`.
+    pub fn rebind(&self, vf: &VfRef) -> Result<(), SysfsError> {
+        let Some(driver) = vf
+            .driver
+            .as_deref()
+            .filter(|d| crate::rdma::valid_device_name(d))
+        else {
+            return Ok(());
+        };
+        let dir = self.root.join("bus/pci/drivers").join(driver);
+        for op in ["unbind", "bind"] {
+            let path = dir.join(op);
+            fs::write(&path, vf.pci.as_str()).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Waits (polling sysfs) for the VF's netdev to be back after a rebind.
+    pub fn wait_for_netdev(
+        &self,
+        pci: &PciAddr,
+        timeout: std::time::Duration,
+    ) -> Result<Option<IfName>, SysfsError> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(n) = self.netdevs(pci)?.into_iter().next() {
+                return Ok(Some(n));
+            }
+            if start.elapsed() >= timeout {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The PF netdev's MTU, from `<pf>/net/<name>/mtu`.
     pub fn pf_mtu(&self, pf: &PfPort) -> Result<u32, SysfsError> {
         read_u32(
@@ -292,6 +346,22 @@ mod tests {
         assert_eq!(vf1.index, 1);
         assert!(vf1.netdev.is_none());
         assert!(vf1.is_userspace());
+    }
+
+    #[test]
+    fn lists_every_vf() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pf = FakePf::create(tmp.path(), "0000:af:00.1", "pf0", 1500).expect("pf");
+        pf.add_vf(1, "0000:af:06.1", Some("vf1"), "iavf")
+            .expect("vf1");
+        pf.add_vf(0, "0000:af:06.0", None, "vfio-pci").expect("vf0");
+        let all = Sysfs::new(tmp.path()).all_vfs();
+        assert_eq!(
+            all.iter()
+                .map(|v| (v.pci.as_str(), v.index))
+                .collect::<Vec<_>>(),
+            [("0000:af:06.0", 0), ("0000:af:06.1", 1)]
+        );
     }
 
     #[test]

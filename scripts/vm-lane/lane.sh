@@ -5,9 +5,9 @@
 #   scripts/vm-lane/lane.sh [--no-build] [GROUP...]
 #
 # 1. setup.sh (cached in $VM_LANE_CACHE, default /var/cache/rdma-cni-vm-lane);
-# 2. builds the production sriov binary (target/release/sriov) and the
-#    vm_vf_programming test executable (--features vm-lane) unless --no-build
-#    (which takes the newest target/debug/deps/vm_vf_programming-*);
+# 2. builds the production plugins (target/release/{sriov,rdma,ib-sriov,ippool,coordinator}) and the
+#    vm_vf_programming and vm_rdma test executables (--features vm-lane)
+#    unless --no-build (which takes the newest target/debug/deps/<name>-*);
 # 3. boots once with `true` (boot time; a machine where QEMU cannot run at all
 #    is reported as "VM LANE SKIPPED: <reason>" on stderr, exit 0);
 # 4. runs each test group in its own VM: every tests/vm/*.sh whose header has
@@ -53,14 +53,17 @@ t_setup=$(vm_lane_now)
 # --- 2. build ----------------------------------------------------------------
 test_bin=
 if [ "$build" = 1 ]; then
-    echo "== build: cargo build --release -p sriov; cargo test -p integration --features vm-lane --test vm_vf_programming --no-run"
-    cargo build --release -p sriov
-    # Only this test target: the other integration tests are not needed here.
-    cargo test -p integration --features vm-lane --test vm_vf_programming --no-run \
+    echo "== build: cargo build --release -p sriov -p rdma -p ib-sriov -p ippool -p coordinator; cargo test -p integration --features vm-lane --test vm_vf_programming --test vm_rdma --no-run"
+    cargo build --release -p sriov -p rdma -p ib-sriov -p ippool -p coordinator
+    # Only these test targets: the other integration tests are not needed here.
+    cargo test -p integration --features vm-lane --test vm_vf_programming --test vm_rdma --no-run \
         --message-format=json >"$work/build.json"
 fi
+rdma_bin=
 if [ -s "$work/build.json" ]; then
     test_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "vm_vf_programming")
+        | .executable // empty' "$work/build.json" | tail -n1)
+    rdma_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "vm_rdma")
         | .executable // empty' "$work/build.json" | tail -n1)
 else
     # --no-build: the newest executable cargo left (built with --features vm-lane, or
@@ -68,8 +71,14 @@ else
     for f in target/debug/deps/vm_vf_programming-*; do
         [ -x "$f" ] && [ "$f" -nt "${test_bin:-/nonexistent}" ] && test_bin=$f
     done
+    # (rxe.sh fails its tests when this one is missing.)
+    for f in target/debug/deps/vm_rdma-*; do
+        [ -x "$f" ] && [ "$f" -nt "${rdma_bin:-/nonexistent}" ] && rdma_bin=$f
+    done
 fi
-[ -x target/release/sriov ] || vm_lane_die "target/release/sriov is missing (run without --no-build)"
+for b in sriov rdma ib-sriov ippool coordinator; do
+    [ -x "target/release/$b" ] || vm_lane_die "target/release/$b is missing (run without --no-build)"
+done
 [ -n "$test_bin" ] || vm_lane_die "no vm_vf_programming test executable (run without --no-build)"
 t_build=$(vm_lane_now)
 
@@ -113,7 +122,8 @@ for g in "${groups[@]}"; do
     set +e
     "$here/run.sh" --devices "$devices" --results "$work/$g" --timing "$work/$g.timing" \
         --log "$work/$g.serial.log" --env "SRIOV_BIN=$repo/target/release/sriov" \
-        --env "VM_VF_TEST_BIN=$test_bin" -- "tests/vm/$g.sh"
+        --env "RDMA_BIN=$repo/target/release/rdma" \
+        --env "VM_VF_TEST_BIN=$test_bin" --env "VM_RDMA_TEST_BIN=$rdma_bin" -- "tests/vm/$g.sh"
     group_rc[$g]=$?
     set -e
     group_timing[$g]=$(cat "$work/$g.timing" 2>/dev/null || true)

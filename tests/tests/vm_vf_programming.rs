@@ -142,6 +142,9 @@ fn parse_vfinfo(entry: &Value) -> VfHwState {
             .as_str()
             .and_then(LinkState::parse)
             .unwrap_or_else(|| panic!("vfinfo link_state: {entry}")),
+        // Ethernet VFs (igb, netdevsim) have no GUIDs.
+        node_guid: None,
+        port_guid: None,
     }
 }
 
@@ -155,6 +158,8 @@ fn applied(state: &VfHwState, op: VfOp) -> VfHwState {
         VfOp::SpoofChk(b) => s.spoofchk = b,
         VfOp::Trust(b) => s.trust = b,
         VfOp::LinkState(l) => s.link_state = l,
+        VfOp::NodeGuid(g) => s.node_guid = Some(g),
+        VfOp::PortGuid(g) => s.port_guid = Some(g),
     }
     s
 }
@@ -244,6 +249,7 @@ impl Drop for TestVf {
             spoofchk: Some(self.orig.spoofchk),
             trust: Some(self.orig.trust),
             link_state: Some(self.orig.link_state),
+            guid: None,
         };
         // Best effort: a failing test must not leave the VF changed for the next.
         let _ = vf::restore(&self.prog, &self.vf, &all, &self.orig);
@@ -363,6 +369,7 @@ fn program_then_restore_round_trips_to_the_original_state() {
         spoofchk: Some(!t.orig.spoofchk),
         trust: Some(!t.orig.trust),
         link_state: Some(LinkState::Enable),
+        guid: None,
     };
     let mut undo = Undo::new();
     vf::program(&t.prog, &t.vf, &want, &t.orig, &mut undo).expect("program every attribute");

@@ -65,6 +65,23 @@ impl NetConf {
     }
 }
 
+/// An absolute path without `..` from config key `key` (or `default`):
+/// state and sysfs roots become file paths, so they are checked here once.
+pub fn abs_path(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<std::path::PathBuf, Error> {
+    let p = std::path::PathBuf::from(value.unwrap_or_else(|| default.to_string()));
+    if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
+        return Err(Error::config(
+            key,
+            format!("{} must be an absolute path without '..'", p.display()),
+        ));
+    }
+    Ok(p)
+}
+
 /// Parses stdin into a JSON object; syntax errors are CNI code 6.
 pub fn parse_stdin(stdin: &[u8]) -> Result<Value, Error> {
     let value: Value = serde_json::from_slice(stdin)

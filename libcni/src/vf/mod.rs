@@ -10,4 +10,4 @@ pub mod sim;
 pub use alloc::{VfAllocations, VfOwner};
 pub use apply::{program, restore};
 pub use programmer::{NetlinkVfs, VfProgrammer, hw_state_from_infos, vf_info_for};
-pub use settings::{LinkState, TxRate, VfHwState, VfOp, VfSettings, Vlan, VlanProto};
+pub use settings::{Guid, LinkState, TxRate, VfHwState, VfOp, VfSettings, Vlan, VlanProto};

@@ -5,11 +5,11 @@
 //! simulated PF of `vf::sim` through the plugin's constructor.
 
 use netlink_packet_route::link::{
-    VfInfo, VfInfoLinkState, VfInfoMac, VfInfoRate, VfInfoSpoofCheck, VfInfoTrust, VfInfoVlan,
-    VfLinkState, VfVlan, VfVlanInfo, VlanProtocol,
+    VfInfo, VfInfoGuid, VfInfoLinkState, VfInfoMac, VfInfoRate, VfInfoSpoofCheck, VfInfoTrust,
+    VfInfoVlan, VfLinkState, VfVlan, VfVlanInfo, VlanProtocol,
 };
 
-use super::settings::{LinkState, TxRate, VfHwState, VfOp, Vlan, VlanProto};
+use super::settings::{Guid, LinkState, TxRate, VfHwState, VfOp, Vlan, VlanProto};
 use crate::error::Error;
 use crate::ids::MacAddr;
 use crate::netlink::{Link, RouteSocket};
@@ -79,6 +79,8 @@ pub fn hw_state_from_infos(index: u32, table: &[Vec<VfInfo>]) -> Option<VfHwStat
                     max: r.max_tx_rate,
                 }
             }
+            VfInfo::IbNodeGuid(g) => state.node_guid = Some(Guid(g.guid)),
+            VfInfo::IbPortGuid(g) => state.port_guid = Some(Guid(g.guid)),
             VfInfo::SpoofCheck(s) => state.spoofchk = s.enabled,
             VfInfo::Trust(t) => state.trust = t.enabled,
             VfInfo::LinkState(l) => {
@@ -112,6 +114,8 @@ pub fn vf_info_for(index: u32, op: VfOp) -> VfInfo {
         VfOp::Rate(r) => VfInfo::Rate(VfInfoRate::new(index, r.min, r.max)),
         VfOp::SpoofChk(b) => VfInfo::SpoofCheck(VfInfoSpoofCheck::new(index, b)),
         VfOp::Trust(b) => VfInfo::Trust(VfInfoTrust::new(index, b)),
+        VfOp::NodeGuid(g) => VfInfo::IbNodeGuid(VfInfoGuid::new(index, g.0)),
+        VfOp::PortGuid(g) => VfInfo::IbPortGuid(VfInfoGuid::new(index, g.0)),
         VfOp::LinkState(s) => VfInfo::LinkState(VfInfoLinkState::new(
             index,
             match s {

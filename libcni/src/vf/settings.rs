@@ -24,6 +24,20 @@ impl LinkState {
         }
     }
 
+    /// The `link_state` config key (sriov-cni, ib-sriov-cni): unset or empty
+    /// leaves the link state alone.
+    pub fn from_config(value: Option<&str>) -> Result<Option<LinkState>, crate::Error> {
+        match value {
+            None | Some("") => Ok(None),
+            Some(s) => LinkState::parse(s).map(Some).ok_or_else(|| {
+                crate::Error::config(
+                    "link_state",
+                    format!("{s:?} is not one of auto, enable, disable"),
+                )
+            }),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LinkState::Auto => "auto",
@@ -76,6 +90,67 @@ pub struct Vlan {
     pub proto: VlanProto,
 }
 
+/// An InfiniBand GUID: 8 bytes, written `xx:xx:xx:xx:xx:xx:xx:xx`, held as
+/// the big-endian u64 the kernel's `ifla_vf_guid` carries (as Go's netlink).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Guid(pub u64);
+
+impl Guid {
+    /// The value restored for a VF that had no GUID: mlx5 refuses all-zero.
+    pub const ALL_ONES: Guid = Guid(u64::MAX);
+
+    /// Parses 8 colon-separated hex bytes; all-zero and all-F are refused
+    /// (not assignable).
+    pub fn parse(s: &str) -> Option<Guid> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 8 || parts.iter().any(|p| p.len() != 2) {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        for (x, p) in b.iter_mut().zip(&parts) {
+            *x = u8::from_str_radix(p, 16).ok()?;
+        }
+        let g = u64::from_be_bytes(b);
+        (g != 0 && g != u64::MAX).then_some(Guid(g))
+    }
+
+    /// From raw bytes (e.g. bytes 12..20 of an IPoIB hardware address).
+    pub fn from_bytes(b: &[u8]) -> Option<Guid> {
+        <[u8; 8]>::try_from(b)
+            .ok()
+            .map(|a| Guid(u64::from_be_bytes(a)))
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0.to_be_bytes();
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+        )
+    }
+}
+
+impl Serialize for Guid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Guid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Guid, D::Error> {
+        let s = String::deserialize(d)?;
+        // Stored GUIDs may be all-zero or all-F (originals): parse bytes only.
+        let bytes: Result<Vec<u8>, _> = s.split(':').map(|p| u8::from_str_radix(p, 16)).collect();
+        bytes
+            .ok()
+            .and_then(|b| Guid::from_bytes(&b))
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a GUID")))
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxRate {
     pub min: u32,
@@ -91,6 +166,11 @@ pub struct VfHwState {
     pub trust: bool,
     pub link_state: LinkState,
     pub rate: TxRate,
+    /// InfiniBand VFs (when the PF reports them).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub node_guid: Option<Guid>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub port_guid: Option<Guid>,
 }
 
 impl Default for VfHwState {
@@ -103,6 +183,8 @@ impl Default for VfHwState {
             trust: false,
             link_state: LinkState::Auto,
             rate: TxRate::default(),
+            node_guid: None,
+            port_guid: None,
         }
     }
 }
@@ -122,6 +204,9 @@ pub struct VfSettings {
     pub trust: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub link_state: Option<LinkState>,
+    /// InfiniBand: node and port GUID, set together (ib-sriov).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub guid: Option<Guid>,
 }
 
 /// One PF-side write.
@@ -133,6 +218,8 @@ pub enum VfOp {
     SpoofChk(bool),
     Trust(bool),
     LinkState(LinkState),
+    NodeGuid(Guid),
+    PortGuid(Guid),
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -148,6 +235,8 @@ impl fmt::Display for VfOp {
             VfOp::SpoofChk(b) => write!(f, "spoofchk {}", on_off(*b)),
             VfOp::Trust(b) => write!(f, "trust {}", on_off(*b)),
             VfOp::LinkState(s) => write!(f, "link_state {}", s.as_str()),
+            VfOp::NodeGuid(g) => write!(f, "node_guid {g}"),
+            VfOp::PortGuid(g) => write!(f, "port_guid {g}"),
         }
     }
 }
@@ -162,6 +251,8 @@ impl VfOp {
             VfOp::SpoofChk(_) => "spoofchk",
             VfOp::Trust(_) => "trust",
             VfOp::LinkState(_) => "link_state",
+            VfOp::NodeGuid(_) => "node_guid",
+            VfOp::PortGuid(_) => "port_guid",
         }
     }
 
@@ -176,6 +267,7 @@ impl VfOp {
             VfOp::SpoofChk(_) => "spoofchk",
             VfOp::Trust(_) => "trust",
             VfOp::LinkState(_) => "link_state",
+            VfOp::NodeGuid(_) | VfOp::PortGuid(_) => "guid",
         }
     }
 
@@ -189,6 +281,8 @@ impl VfOp {
             VfOp::SpoofChk(_) => VfOp::SpoofChk(state.spoofchk),
             VfOp::Trust(_) => VfOp::Trust(state.trust),
             VfOp::LinkState(_) => VfOp::LinkState(state.link_state),
+            VfOp::NodeGuid(g) => VfOp::NodeGuid(state.node_guid.unwrap_or(g)),
+            VfOp::PortGuid(g) => VfOp::PortGuid(state.port_guid.unwrap_or(g)),
         }
     }
 
@@ -201,6 +295,8 @@ impl VfOp {
             VfOp::SpoofChk(b) => state.spoofchk == *b,
             VfOp::Trust(b) => state.trust == *b,
             VfOp::LinkState(s) => state.link_state == *s,
+            VfOp::NodeGuid(g) => state.node_guid == Some(*g),
+            VfOp::PortGuid(g) => state.port_guid == Some(*g),
         }
     }
 }
@@ -215,6 +311,8 @@ impl VfSettings {
         ops.extend(self.spoofchk.map(VfOp::SpoofChk));
         ops.extend(self.trust.map(VfOp::Trust));
         ops.extend(self.link_state.map(VfOp::LinkState));
+        ops.extend(self.guid.map(VfOp::NodeGuid));
+        ops.extend(self.guid.map(VfOp::PortGuid));
         ops
     }
 
@@ -240,6 +338,15 @@ impl VfSettings {
         }
         if self.link_state.is_some() {
             ops.push(VfOp::LinkState(orig.link_state));
+        }
+        if self.guid.is_some() {
+            // A VF that had no GUID gets all-F back (mlx5 refuses zero).
+            let back = |o: Option<Guid>| match o.unwrap_or(Guid(0)) {
+                Guid(0) => Guid::ALL_ONES,
+                other => other,
+            };
+            ops.push(VfOp::NodeGuid(back(orig.node_guid)));
+            ops.push(VfOp::PortGuid(back(orig.port_guid)));
         }
         ops
     }
@@ -270,6 +377,7 @@ mod tests {
             spoofchk: Some(false),
             trust: Some(true),
             link_state: Some(LinkState::Enable),
+            guid: None,
         }
     }
 
@@ -322,6 +430,40 @@ mod tests {
             want.mismatches(&now),
             ["trust on is not set (PF reports trust off)"]
         );
+    }
+
+    #[test]
+    fn guids() {
+        let g = Guid::parse("00:11:22:33:44:55:66:77").expect("guid");
+        assert_eq!(g.0, 0x0011_2233_4455_6677);
+        assert_eq!(g.to_string(), "00:11:22:33:44:55:66:77");
+        for bad in [
+            "00:00:00:00:00:00:00:00",
+            "ff:ff:ff:ff:ff:ff:ff:ff",
+            "00:11:22",
+            "0g:11:22:33:44:55:66:77",
+            "0011:22:33:44:55:66:77",
+        ] {
+            assert!(Guid::parse(bad).is_none(), "{bad}");
+        }
+        let want = VfSettings {
+            guid: Some(g),
+            ..Default::default()
+        };
+        let ops: Vec<String> = want
+            .restore_order(&VfHwState::default())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "node_guid ff:ff:ff:ff:ff:ff:ff:ff",
+                "port_guid ff:ff:ff:ff:ff:ff:ff:ff"
+            ]
+        );
+        let json = serde_json::to_string(&Guid(0)).expect("ser");
+        assert_eq!(serde_json::from_str::<Guid>(&json).expect("de"), Guid(0));
     }
 
     #[test]

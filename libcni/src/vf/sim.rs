@@ -51,6 +51,7 @@ impl SimVfs {
             VfOp::SpoofChk(_) => has("spoofchk"),
             VfOp::Trust(_) => has("trust"),
             VfOp::LinkState(_) => has("link_state"),
+            VfOp::NodeGuid(_) | VfOp::PortGuid(_) => has("guid"),
         }
     }
 
@@ -122,6 +123,8 @@ impl VfProgrammer for SimVfs {
             VfOp::SpoofChk(b) => state.spoofchk = b,
             VfOp::Trust(b) => state.trust = b,
             VfOp::LinkState(s) => state.link_state = s,
+            VfOp::NodeGuid(g) => state.node_guid = Some(g),
+            VfOp::PortGuid(g) => state.port_guid = Some(g),
         }
         let path = self.state_path(vf);
         let tmp = path.with_extension("json.tmp");

@@ -269,14 +269,7 @@ impl CoordConf {
 }
 
 fn state_dir(v: Option<String>) -> Result<PathBuf, Error> {
-    let p = PathBuf::from(v.unwrap_or_else(|| DEFAULT_STATE_DIR.to_string()));
-    if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
-        return Err(Error::config(
-            "stateDir",
-            format!("{} must be an absolute path without '..'", p.display()),
-        ));
-    }
-    Ok(p)
+    config::abs_path("stateDir", v, DEFAULT_STATE_DIR)
 }
 
 /// DEL, GC, STATUS: only where the records are.

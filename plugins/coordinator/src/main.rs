@@ -115,16 +115,8 @@ impl CniPlugin for Coordinator {
         let records = Records::open(&conf.state_dir)?;
         let rec = records
             .load(req.container_id.as_str(), req.ifname.as_str())?
-            .ok_or_else(|| {
-                Error::Check(format!(
-                    "no routing recorded for {} of container {}",
-                    req.ifname, req.container_id
-                ))
-            })?;
-        let netns = req
-            .netns
-            .as_deref()
-            .ok_or_else(|| Error::Check("CNI_NETNS is required".into()))?;
+            .ok_or_else(|| req.not_recorded("routing"))?;
+        let netns = req.check_netns()?;
         let sock = NetNs::open(netns)?.route_socket()?;
         let mut problems = policy::verify(&sock, &rec.applied)?;
         if let Some(d) = &rec.default_nic {

@@ -138,17 +138,6 @@ pub struct IppoolConf {
     pub requested: Vec<IpAddr>,
 }
 
-fn abs_path(key: &str, v: Option<String>, default: &str) -> Result<PathBuf, Error> {
-    let p = PathBuf::from(v.unwrap_or_else(|| default.to_string()));
-    if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
-        return Err(Error::config(
-            key,
-            format!("{} must be an absolute path without '..'", p.display()),
-        ));
-    }
-    Ok(p)
-}
-
 fn parse_timeout(t: Option<Timeout>) -> Result<Duration, Error> {
     let secs = match t {
         None => return Ok(DEFAULT_ETCD_TIMEOUT),
@@ -186,7 +175,7 @@ fn store_side(raw: &RawConf, ipam: &RawIpam) -> Result<StoreSide, Error> {
     })?;
     let store = match ipam.store.as_deref().unwrap_or("file") {
         "file" => StoreConf::File {
-            data_dir: abs_path("ipam.dataDir", ipam.data_dir.clone(), DEFAULT_DATA_DIR)?,
+            data_dir: config::abs_path("ipam.dataDir", ipam.data_dir.clone(), DEFAULT_DATA_DIR)?,
         },
         "etcd" => {
             let e = ipam.etcd.clone().unwrap_or_default();
@@ -221,8 +210,8 @@ fn store_side(raw: &RawConf, ipam: &RawIpam) -> Result<StoreSide, Error> {
             let tls = if e.cacert.is_some() || e.cert.is_some() || e.key.is_some() {
                 let cert_key = match (e.cert.clone(), e.key.clone()) {
                     (Some(c), Some(k)) => Some((
-                        abs_path("ipam.etcd.cert", Some(c), "")?,
-                        abs_path("ipam.etcd.key", Some(k), "")?,
+                        config::abs_path("ipam.etcd.cert", Some(c), "")?,
+                        config::abs_path("ipam.etcd.key", Some(k), "")?,
                     )),
                     (None, None) => None,
                     _ => return Err(Error::config("ipam.etcd.cert", "cert and key go together")),
@@ -231,7 +220,7 @@ fn store_side(raw: &RawConf, ipam: &RawIpam) -> Result<StoreSide, Error> {
                     cacert: e
                         .cacert
                         .clone()
-                        .map(|c| abs_path("ipam.etcd.cacert", Some(c), ""))
+                        .map(|c| config::abs_path("ipam.etcd.cacert", Some(c), ""))
                         .transpose()?,
                     cert_key,
                 })
@@ -316,7 +305,8 @@ impl IppoolConf {
             });
         }
         let _ = ipam.clean_gateway;
-        let pools_dir = abs_path("ipam.poolsDir", ipam.pools_dir.clone(), DEFAULT_POOLS_DIR)?;
+        let pools_dir =
+            config::abs_path("ipam.poolsDir", ipam.pools_dir.clone(), DEFAULT_POOLS_DIR)?;
         let pools = load_pools(Some(&pools_dir), ipam.pools.as_deref().unwrap_or_default())?;
         let mut requested = Vec::new();
         let rc_ips = c.runtime_config.and_then(|r| r.ips).unwrap_or_default();

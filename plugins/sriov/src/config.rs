@@ -81,21 +81,10 @@ fn on_off(key: &str, v: Option<&str>) -> Result<Option<bool>, Error> {
     }
 }
 
-fn abs_path(key: &str, v: Option<String>, default: &str) -> Result<PathBuf, Error> {
-    let p = PathBuf::from(v.unwrap_or_else(|| default.to_string()));
-    if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
-        return Err(Error::config(
-            key,
-            format!("{} must be an absolute path without '..'", p.display()),
-        ));
-    }
-    Ok(p)
-}
-
 fn paths(raw: &mut RawConf) -> Result<Paths, Error> {
     Ok(Paths {
-        state_dir: abs_path("stateDir", raw.state_dir.take(), DEFAULT_STATE_DIR)?,
-        sysfs_root: abs_path("sysfsRoot", raw.sysfs_root.take(), DEFAULT_SYSFS_ROOT)?,
+        state_dir: config::abs_path("stateDir", raw.state_dir.take(), DEFAULT_STATE_DIR)?,
+        sysfs_root: config::abs_path("sysfsRoot", raw.sysfs_root.take(), DEFAULT_SYSFS_ROOT)?,
     })
 }
 
@@ -159,15 +148,9 @@ impl SriovConf {
             rate: rate(&c)?,
             spoofchk: on_off("spoofchk", c.spoofchk.as_deref())?,
             trust: on_off("trust", c.trust.as_deref())?,
-            link_state: match c.link_state.as_deref() {
-                None | Some("") => None,
-                Some(s) => Some(LinkState::parse(s).ok_or_else(|| {
-                    Error::config(
-                        "link_state",
-                        format!("{s:?} is not one of auto, enable, disable"),
-                    )
-                })?),
-            },
+            link_state: LinkState::from_config(c.link_state.as_deref())?,
+            // InfiniBand only (ib-sriov).
+            guid: None,
         };
         let mtu = match c.mtu {
             None => None,

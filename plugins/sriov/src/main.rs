@@ -197,10 +197,7 @@ impl CniPlugin for Sriov {
         let vf = node.sysfs.resolve_vf(&record.device_id)?;
         let mut problems = record.applied.mismatches(&node.pf.read(&vf)?);
         if record.mode == Mode::Netdev {
-            let netns = req
-                .netns
-                .as_deref()
-                .ok_or_else(|| Error::Check("CNI_NETNS is required".into()))?;
+            let netns = req.check_netns()?;
             problems.extend(check_pod_side(
                 &record,
                 netns,
@@ -652,41 +649,12 @@ fn bring_home(
             return Ok(());
         }
     }
-    // sysfs names the VF's netdev if the kernel returned it to the host; a
-    // fake tree (or a stale view) may not, so also try the pod's name, which
-    // the kernel keeps when a dying netns hands the device back, and accept it
-    // only if it is the same device (same ifindex as when ADD took it).
-    let mut candidates: Vec<(String, bool)> = node
-        .sysfs
-        .netdevs(&vf.pci)?
-        .into_iter()
-        .map(|n| (n.to_string(), true))
-        .collect();
-    candidates.push((record.ifname.clone(), false));
-    let mut found = None;
-    for (name, from_sysfs) in candidates {
-        if let Some(l) = node.host.link_by_name(&name)?
-            && (from_sysfs || (origin.index != 0 && l.index == origin.index))
-        {
-            found = Some(l);
-            break;
-        }
-    }
-    let Some(link) = found else {
-        return Ok(()); // not in the host: nothing we can reach
-    };
-    let link = if link.name != origin.name.as_str() {
-        if node.host.link_by_name(origin.name.as_str())?.is_some() {
-            tracing::warn!(current = %link.name, wanted = %origin.name, "cannot rename VF netdev back: name taken");
-            link
-        } else {
-            node.host.set_up(&link, false)?;
-            netdev::rename(&node.host, &link, origin.name.as_str())?
-        }
-    } else {
-        link
-    };
-    netdev::restore_mac_mtu(&node.host, &link, origin);
+    netdev::bring_back(
+        &node.host,
+        &node.sysfs.netdevs(&vf.pci)?,
+        &record.ifname,
+        origin,
+    )?;
     Ok(())
 }
 

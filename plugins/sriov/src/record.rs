@@ -280,6 +280,8 @@ fn from_sriov_cni_cache(
             min: clamp_u32(o.min_tx_rate),
             max: clamp_u32(o.max_tx_rate),
         },
+        node_guid: None,
+        port_guid: None,
     };
     let set = |s: &str| (!s.is_empty()).then_some(s == "on");
     let applied = VfSettings {
@@ -301,6 +303,7 @@ fn from_sriov_cni_cache(
         spoofchk: set(&go.spoofchk),
         trust: set(&go.trust),
         link_state: LinkState::parse(&go.link_state),
+        guid: None,
     };
     let host = IfName::parse(&o.host_ifname).ok().map(|name| NetdevOrigin {
         name,

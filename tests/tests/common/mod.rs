@@ -498,3 +498,17 @@ pub fn settle_ipv6(ns: &Netns) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Where the test build's simulated RDMA subsystem (`<sysfs>/sim-rdma.json`)
+/// has device `dev`: a netns path, or "host". Like the kernel in exclusive
+/// mode, a device whose netns died is back in the host.
+pub fn sim_rdma_location(sysfs: &Path, dev: &str) -> String {
+    let v: Value = std::fs::read(sysfs.join("sim-rdma.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    v["devices"][dev]["path"]
+        .as_str()
+        .filter(|p| Path::new(p).exists())
+        .map_or_else(|| "host".to_string(), str::to_string)
+}
