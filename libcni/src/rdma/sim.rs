@@ -2,7 +2,9 @@
 //! release builds): the CI kernel has no RDMA devices. State lives in
 //! `<sysfs root>/sim-rdma.json`:
 //!
-//!     {"mode": "exclusive", "devices": {"mlx5_3": {"netns": "<dev>:<ino>", "path": "/var/run/netns/x"}}}
+//! ```text
+//! {"mode": "exclusive", "devices": {"mlx5_3": {"netns": "<dev>:<ino>", "path": "/var/run/netns/x"}}}
+//! ```
 //!
 //! A device without an entry is in the host. Like the kernel in exclusive
 //! mode, a device whose netns is gone is back in the host.
