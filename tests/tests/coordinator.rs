@@ -336,10 +336,49 @@ fn three_rails_get_tables_rules_and_answer_on_the_rail_they_were_asked_on() {
         }
         assert_eq!(p.main_defaults(v6).len(), 1);
     }
+    // Not even the pod's lock file: one per pod ever run would pile up.
     assert_eq!(
-        list_files(&p.node.dir.path().join("coordinator")),
+        every_file(&p.node.dir.path().join("coordinator")),
         Vec::<String>::new()
     );
+}
+
+/// Every entry of the state dir, lock files included.
+fn every_file(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
+fn gc_removes_lock_files_of_pods_without_records() {
+    let p = RailPod::new(1);
+    let cached = p.add(1, json!({}));
+    let state = p.node.dir.path().join("coordinator");
+    // Left by an older version's DELs.
+    std::fs::write(state.join("gone-pod.lock"), "").expect("write");
+    let mut gc = p.coord_conf(1, json!({}));
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": p.cid, "ifname": "net1"}]);
+    let mut call = Call::new("GC", "", "", "");
+    call.netns = None;
+    call.run("coordinator", &gc).ok();
+    let left = every_file(&state);
+    assert!(!left.contains(&"gone-pod.lock".to_string()), "{left:?}");
+    assert_eq!(
+        left.iter().filter(|f| f.ends_with(".json")).count(),
+        1,
+        "{left:?}"
+    );
+    p.del(1, json!({}), &cached);
+    assert_eq!(every_file(&state), Vec::<String>::new());
 }
 
 #[test]
@@ -378,7 +417,7 @@ fn an_unreachable_gateway_fails_add_in_bounded_time_and_leaves_nothing() {
     );
     assert!(p.table(false, 101).is_empty());
     assert_eq!(
-        list_files(&p.node.dir.path().join("coordinator")),
+        every_file(&p.node.dir.path().join("coordinator")),
         Vec::<String>::new()
     );
     // The runtime then DELs the whole chain.
@@ -474,7 +513,7 @@ fn del_with_and_without_the_netns() {
         chain_del(&call, &p.chain(1, json!({})), &cached);
         chain_del(&call, &p.chain(1, json!({})), &cached);
         assert_eq!(
-            list_files(&p.node.dir.path().join("coordinator")),
+            every_file(&p.node.dir.path().join("coordinator")),
             Vec::<String>::new(),
             "{how}"
         );

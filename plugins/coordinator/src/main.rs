@@ -11,6 +11,7 @@ mod config;
 mod record;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use libcni::error::StepExt;
@@ -68,7 +69,7 @@ impl CniPlugin for Coordinator {
         let pod = NetNs::open(netns)?;
         let sock = pod.route_socket()?;
         let records = Records::open(&conf.state_dir)?;
-        let _pod_lock = records.lock_pod(&req.container_id)?;
+        let pod_lock = records.lock_pod(&req.container_id)?;
         let ctx = Ctx {
             req,
             conf,
@@ -83,15 +84,22 @@ impl CniPlugin for Coordinator {
                 announce_all(&ctx, &addrs);
                 Ok(result)
             }
-            Err(e) => Err(undo.rollback(e)),
+            Err(e) => {
+                let e = undo.rollback(e);
+                if let Err(u) = ctx.records.unlock_pod(pod_lock, req.container_id.as_str()) {
+                    tracing::warn!(error = %u, "could not remove the pod's lock file");
+                }
+                Err(e)
+            }
         }
     }
 
     fn del(&self, req: &AttachRequest) -> Result<(), Error> {
         let records = Records::open(&load_state_dir(&req.req.raw)?)?;
-        let _pod_lock = records.lock_pod(&req.container_id)?;
-        let Some(rec) = records.load(req.container_id.as_str(), req.ifname.as_str())? else {
-            return Ok(());
+        let pod_lock = records.lock_pod(&req.container_id)?;
+        let cid = req.container_id.as_str();
+        let Some(rec) = records.load(cid, req.ifname.as_str())? else {
+            return records.unlock_pod(pod_lock, cid);
         };
         // A pod that is gone took its rules and tables with it.
         if let Some(pod) = req.netns.as_deref().and_then(|p| NetNs::open(p).ok()) {
@@ -104,7 +112,8 @@ impl CniPlugin for Coordinator {
                 return Err(e.step(format!("remove the routing of {}", req.ifname)));
             }
         }
-        records.remove(req.container_id.as_str(), req.ifname.as_str())
+        records.remove(cid, req.ifname.as_str())?;
+        records.unlock_pod(pod_lock, cid)
     }
 
     fn check(&self, req: &AttachRequest) -> Result<(), Error> {
@@ -141,6 +150,12 @@ impl CniPlugin for Coordinator {
                 // GC may assume a stale attachment's netns is gone: its
                 // rules and tables went with it.
                 records.remove(&rec.container_id, &rec.ifname)?;
+            }
+        }
+        for cid in records.orphan_pod_locks()? {
+            // A pod whose ADD or DEL is running holds it: leave that one be.
+            if let Ok(lock) = records.lock_pod_within(&cid, Duration::ZERO) {
+                records.unlock_pod(lock, cid.as_str())?;
             }
         }
         Ok(())

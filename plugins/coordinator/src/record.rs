@@ -51,11 +51,49 @@ impl Records {
     }
 
     pub fn lock_pod(&self, cid: &ContainerId) -> Result<FileLock, Error> {
+        self.lock_pod_within(cid, POD_LOCK_TIMEOUT)
+    }
+
+    pub fn lock_pod_within(&self, cid: &ContainerId, timeout: Duration) -> Result<FileLock, Error> {
         Ok(FileLock::acquire(
             &self.dir,
             &format!("{cid}.lock"),
-            POD_LOCK_TIMEOUT,
+            timeout,
         )?)
+    }
+
+    /// Releases the pod's lock, deleting its file when the pod has no record
+    /// left (its last DEL, or a failed first ADD): one lock file per pod ever
+    /// run would otherwise pile up on the node.
+    pub fn unlock_pod(&self, lock: FileLock, cid: &str) -> Result<(), Error> {
+        let prefix = format!("{cid}:");
+        if self.dir.list()?.iter().any(|n| n.starts_with(&prefix)) {
+            return Ok(());
+        }
+        Ok(lock.remove()?)
+    }
+
+    /// Lock files of pods without records (left by DELs of older versions,
+    /// or by a crash between a DEL's record removal and its unlock).
+    pub fn orphan_pod_locks(&self) -> Result<Vec<ContainerId>, Error> {
+        let recorded: BTreeSet<String> = self.all()?.into_iter().map(|r| r.container_id).collect();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .map_err(|e| Error::Internal(format!("list {}: {e}", self.dir.path().display())))?
+        {
+            let Ok(name) = entry.map(|e| e.file_name()) else {
+                continue;
+            };
+            let Some(cid) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            if let Ok(cid) = ContainerId::parse(cid)
+                && !recorded.contains(cid.as_str())
+            {
+                out.push(cid);
+            }
+        }
+        Ok(out)
     }
 
     pub fn load(&self, cid: &str, ifname: &str) -> Result<Option<CoordRecord>, Error> {
