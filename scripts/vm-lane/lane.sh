@@ -11,7 +11,7 @@
 # 3. boots once with `true` (boot time; a machine where QEMU cannot run at all
 #    is reported as "VM LANE SKIPPED: <reason>" on stderr, exit 0);
 # 4. runs each test group in its own VM: every tests/vm/*.sh whose header has
-#    a line `# vm-devices: none|igb|igb-iommu` (run.sh --devices); GROUP
+#    a line `# vm-devices: none|igb|igb2|igb-iommu` (run.sh --devices); GROUP
 #    arguments (e.g. igb) select some. A new group (a new plugin, rxe, ...)
 #    is a new file there; new hardware is a new --devices case in run.sh.
 # Prints every test's PASS/FAIL with its time, each VM run's timings, and the

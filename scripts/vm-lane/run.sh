@@ -7,9 +7,14 @@
 # COMMAND runs in the guest as root under bash, in the caller's working
 # directory (the host tree is visible at the same paths), with the guest's
 # output on our stdout. Options:
-#   --devices none|igb|igb-iommu   emulated hardware (default none):
+#   --devices none|igb|igb-iommu|igb2   emulated hardware (default none):
 #        igb        an igb PF (8086:10c9, 7 VFs possible) behind a pcie-root-port
 #        igb-iommu  the same plus intel-iommu (intel_iommu=on iommu=pt) for vfio-pci
+#        igb2       two igb PFs (0000:01:00.0 and 0000:02:00.0), each behind its
+#                   own pcie-root-port and on its own QEMU hub (hubid 0 and 1):
+#                   two separate L2 networks, one per rail, as in a
+#                   rail-optimized fabric (traffic between VFs of one PF is
+#                   switched inside that PF; nothing crosses between the PFs)
 #   --results DIR   share DIR read-write; the guest sees it at /mnt/work
 #   --env NAME=VAL  export NAME in the guest (repeatable)
 #   --mem SIZE      guest memory (default 1G)    --smp N   vCPUs (default 2)
@@ -88,6 +93,12 @@ igb | igb-iommu)
     devargs=(-device pcie-root-port,id=rp1,slot=1,chassis=1
         -device igb,bus=rp1,netdev=n1 -netdev hubport,id=n1,hubid=0)
     ;;
+igb2)
+    devargs=(-device pcie-root-port,id=rp1,slot=1,chassis=1
+        -device igb,bus=rp1,netdev=n1 -netdev hubport,id=n1,hubid=0
+        -device pcie-root-port,id=rp2,slot=2,chassis=2
+        -device igb,bus=rp2,netdev=n2 -netdev hubport,id=n2,hubid=1)
+    ;;
 *) echo "run.sh: unknown --devices $devices" >&2; exit 2 ;;
 esac
 share=()
@@ -134,9 +145,10 @@ timeout -k 10 "$timeout" "${qemu[@]}" </dev/null 2>"$qerr" |
 status=${PIPESTATUS[0]}
 set -e
 t1=$(vm_lane_now)
-# QEMU's stderr (also kept in the log): the hubport warning is expected with
-# --devices igb and harmless.
-grep -v "hub 0 is not connected to host network" "$qerr" | tee -a "$log" >&2 || true
+# QEMU's stderr (also kept in the log): the hubport warnings ("hub N is not
+# connected to host network", one per hub) are expected with the igb kinds
+# and harmless.
+grep -Ev "hub [0-9]+ is not connected to host network" "$qerr" | tee -a "$log" >&2 || true
 
 timing="total $(vm_lane_elapsed "$t0" "$t1") s"
 [ -n "$t_cmd" ] && timing="boot-to-command $(vm_lane_elapsed "$t0" "$t_cmd") s, command $(vm_lane_elapsed "$t_cmd" "$t1") s, $timing"
