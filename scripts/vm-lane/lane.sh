@@ -53,8 +53,8 @@ t_setup=$(vm_lane_now)
 # --- 2. build ----------------------------------------------------------------
 test_bin=
 if [ "$build" = 1 ]; then
-    echo "== build: cargo build --release -p sriov -p rdma -p ib-sriov -p ippool -p coordinator; cargo test -p integration --features vm-lane --test vm_vf_programming --test vm_rdma --no-run"
-    cargo build --release -p sriov -p rdma -p ib-sriov -p ippool -p coordinator
+    echo "== build: cargo build --release -p sriov -p rdma -p ib-sriov -p ippool -p coordinator -p rdma-hostprep; cargo test -p integration --features vm-lane --test vm_vf_programming --test vm_rdma --no-run"
+    cargo build --release -p sriov -p rdma -p ib-sriov -p ippool -p coordinator -p rdma-hostprep
     # Only these test targets: the other integration tests are not needed here.
     cargo test -p integration --features vm-lane --test vm_vf_programming --test vm_rdma --no-run \
         --message-format=json >"$work/build.json"
