@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 require_root
 ensure_packages iproute2 containernetworking-plugins procps jq iputils-ping \
-    protobuf-compiler libprotobuf-dev etcd-server etcd-client
+    protobuf-compiler libprotobuf-dev etcd-server etcd-client openssl
 
 PLUGINS=(sriov ib-sriov rdma ippool coordinator)
 TEST_FEATURES=libcni/root-tests,libcni/sim-pf,libcni/failpoints,integration/root-tests
@@ -36,8 +36,22 @@ echo ">> test build of the plugins (simulated PF + failpoints) into target/testb
 cargo build --workspace --bins --features "$BIN_FEATURES" --target-dir target/testbin
 export CNI_TEST_BIN_DIR=$PWD/target/testbin/debug
 
+echo ">> cnitool from Debian's golang-github-appc-cni source (a CNI client we did not write)"
+export CNITOOL
+CNITOOL=$(scripts/lib/cnitool.sh)
+
 echo ">> unit, root and integration tests"
 cargo test --workspace --features "$TEST_FEATURES"
+# The tests work in namespaces of their own: the host's loopback must come out
+# untouched (once, mid-development, a test left it at MTU 1 without addresses).
+if ! ip -4 addr show dev lo | grep -q 'inet 127.0.0.1/8' || ! ip link show dev lo | grep -q 'mtu 65536'; then
+    ip addr show dev lo >&2
+    echo "ERROR: a test changed the host's loopback" >&2
+    exit 1
+fi
+
+echo ">> fuzzing: every cargo-fuzz target for a bounded time"
+FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz.sh
 
 echo ">> VM lane: release binaries on a real 6.12 kernel under QEMU/TCG (igb VFs, vfio-pci, netdevsim)"
 scripts/vm-lane/lane.sh

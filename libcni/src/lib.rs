@@ -16,6 +16,7 @@ pub mod ids;
 pub mod ipam;
 pub mod ipconf;
 pub mod logging;
+mod neigh_probe;
 pub mod netdev;
 pub mod netlink;
 pub mod netns;

@@ -4,8 +4,16 @@
 //! no udev rule, NetworkManager or other pod can race us for a name there, and
 //! a name taken in the destination shows up as one clean EEXIST on the final
 //! move. A failure at any point puts the device back where it came from.
+//!
+//! Plugins pin that temporary netns at a path of their state dir (the
+//! `*_pinned` variants): a crash while the device is in transit leaves it
+//! there, and [`recover_from_transit`] (DEL, GC, an ADD cleaning up after an
+//! interrupted one) brings it home. Unpinned, the kernel would delete a
+//! virtual device with the namespace and drop a physical one into the host
+//! under its transient name.
 
 use std::os::fd::AsFd;
+use std::path::Path;
 
 use crate::error::Error;
 use crate::ids::{IfName, MacAddr};
@@ -89,6 +97,23 @@ fn move_named(sock: &RouteSocket, link: &Link, to: &NetNs, what: &str) -> Result
     })
 }
 
+/// The temporary netns of a move: pinned at `pin` when given.
+fn transit_ns(pin: Option<&Path>) -> Result<NetNs, Error> {
+    Ok(match pin {
+        Some(p) => NetNs::temporary_pinned(p)?,
+        None => NetNs::temporary()?,
+    })
+}
+
+/// Removes the pin of a move that is over (the namespace is empty).
+fn unpin(pin: Option<&Path>) {
+    if let Some(p) = pin
+        && let Err(e) = NetNs::unpin(p)
+    {
+        tracing::warn!(error = %e, pin = %p.display(), "cannot remove the pin of a temporary netns");
+    }
+}
+
 /// Moves `link` from the host into `pod` as `ifname` and returns it as the pod
 /// sees it (down; the caller configures and raises it).
 pub fn move_into_pod(
@@ -99,8 +124,22 @@ pub fn move_into_pod(
     pod_sock: &RouteSocket,
     ifname: &IfName,
 ) -> Result<Link, Error> {
+    move_into_pod_pinned(host, host_ns, link, pod, pod_sock, ifname, None)
+}
+
+/// [`move_into_pod`] through a temporary netns pinned at `pin` (see the
+/// module doc); a crash mid-move leaves the device for [`recover_from_transit`].
+pub fn move_into_pod_pinned(
+    host: &RouteSocket,
+    host_ns: &NetNs,
+    link: &Link,
+    pod: &NetNs,
+    pod_sock: &RouteSocket,
+    ifname: &IfName,
+    pin: Option<&Path>,
+) -> Result<Link, Error> {
     host.set_up(link, false)?;
-    let tmp = NetNs::temporary()?;
+    let tmp = transit_ns(pin)?;
     let tmp_sock = tmp.route_socket()?;
     host.move_to_netns(link, tmp.as_fd())?;
     let moved = (|| {
@@ -119,9 +158,12 @@ pub fn move_into_pod(
             .and_then(|l| rename(&tmp_sock, &l, &link.name))
             .and_then(|l| move_named(&tmp_sock, &l, host_ns, "host"));
         if let Err(r) = rescue {
+            // Left pinned: DEL finds it there.
             tracing::error!(error = %r, device = %link.name, "could not return device to the host after: {e}");
+            return moved;
         }
     }
+    unpin(pin);
     moved
 }
 
@@ -136,11 +178,24 @@ pub fn return_to_host(
     host_ns: &NetNs,
     origin: &NetdevOrigin,
 ) -> Result<bool, Error> {
+    return_to_host_pinned(pod_sock, pod, ifname, host_ns, origin, None)
+}
+
+/// [`return_to_host`] through a temporary netns pinned at `pin` (see the
+/// module doc); a crash mid-move leaves the device for [`recover_from_transit`].
+pub fn return_to_host_pinned(
+    pod_sock: &RouteSocket,
+    pod: &NetNs,
+    ifname: &IfName,
+    host_ns: &NetNs,
+    origin: &NetdevOrigin,
+    pin: Option<&Path>,
+) -> Result<bool, Error> {
     let Some(link) = pod_sock.link_by_name(ifname.as_str())? else {
         return Ok(false);
     };
     pod_sock.set_up(&link, false)?;
-    let tmp = NetNs::temporary()?;
+    let tmp = transit_ns(pin)?;
     let tmp_sock = tmp.route_socket()?;
     pod_sock.move_to_netns(&link, tmp.as_fd())?;
     let returned = (|| {
@@ -155,10 +210,46 @@ pub fn return_to_host(
             .and_then(|l| rename(&tmp_sock, &l, ifname.as_str()))
             .and_then(|l| move_named(&tmp_sock, &l, pod, "pod"));
         if let Err(r) = rescue {
+            // Left pinned: a retried DEL finds it there.
             tracing::error!(error = %r, device = %link.name, "could not put device back into the pod after: {e}");
+            return returned.map(|()| true);
         }
     }
+    unpin(pin);
     returned.map(|()| true)
+}
+
+/// After a crash mid-move: every device in the temporary netns pinned at
+/// `pin` goes home as `origin` (name, MAC, MTU), and the pin is removed.
+/// Ok(false) when nothing was pinned there (the usual case).
+pub fn recover_from_transit(
+    host_ns: &NetNs,
+    pin: &Path,
+    origin: &NetdevOrigin,
+) -> Result<bool, Error> {
+    let ns = match NetNs::open(pin) {
+        Ok(ns) => ns,
+        // Missing, or the plain file of a crash before the mount.
+        Err(e) if e.is_gone() => {
+            NetNs::unpin(pin)?;
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let sock = ns.route_socket()?;
+    let mut recovered = false;
+    for link in sock.links()?.into_iter().filter(|l| l.name != "lo") {
+        tracing::warn!(device = %link.name, host_name = %origin.name, pin = %pin.display(), "returning a device an interrupted move left in transit");
+        sock.set_up(&link, false)?;
+        restore_mac_mtu(&sock, &link, origin);
+        let l = rename(&sock, &link, origin.name.as_str())?;
+        move_named(&sock, &l, host_ns, "host")?;
+        recovered = true;
+    }
+    drop(sock);
+    drop(ns);
+    NetNs::unpin(pin)?;
+    Ok(recovered)
 }
 
 /// Finds a netdev the kernel handed back to the host on its own (a dying pod

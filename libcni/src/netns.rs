@@ -154,6 +154,85 @@ impl NetNs {
         })
     }
 
+    /// Like [`NetNs::temporary`], but also bind-mounted at `pin` (created
+    /// here; it must not exist), so the namespace outlives this process: a
+    /// device caught in it by a crash (SIGKILL, OOM kill, node reboot aside)
+    /// waits there for the next DEL instead of being deleted (virtual
+    /// devices) or dropped into the host under a transient name (physical
+    /// ones). [`NetNs::unpin`] removes the pin once the namespace is empty.
+    ///
+    /// Crash-safe in every order: the pin file exists before the mount, so a
+    /// crash in between leaves a plain empty file, which `unpin` removes too.
+    pub fn temporary_pinned(pin: &Path) -> Result<NetNs, NetnsError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(pin)
+            .map_err(|e| {
+                NetnsError::Create(io::Error::new(
+                    e.kind(),
+                    format!("pin file {}: {e}", pin.display()),
+                ))
+            })?;
+        let target = pin.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("netns-pinned".into())
+            .spawn(move || -> io::Result<File> {
+                unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                nix::mount::mount(
+                    Some("/proc/thread-self/ns/net"),
+                    &target,
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| {
+                    io::Error::other(format!("bind mount at {}: {e}", target.display()))
+                })?;
+                File::open("/proc/thread-self/ns/net")
+            })
+            .map_err(NetnsError::Create)?;
+        let joined = thread.join().map_err(|_| NetnsError::Panicked {
+            name: "temporary".into(),
+        });
+        match joined {
+            Ok(Ok(file)) => Ok(NetNs {
+                file,
+                name: format!("temporary (pinned at {})", pin.display()),
+            }),
+            Ok(Err(e)) => {
+                let _ = NetNs::unpin(pin);
+                Err(NetnsError::Create(e))
+            }
+            Err(e) => {
+                let _ = NetNs::unpin(pin);
+                Err(e)
+            }
+        }
+    }
+
+    /// Unmounts and deletes a pin made by [`NetNs::temporary_pinned`] (or
+    /// the plain file a crash before its mount left). Missing is fine.
+    pub fn unpin(pin: &Path) -> Result<(), NetnsError> {
+        let err = |source: io::Error| NetnsError::Open {
+            path: pin.to_path_buf(),
+            source,
+        };
+        match nix::mount::umount2(pin, nix::mount::MntFlags::MNT_DETACH) {
+            // EINVAL: not a mount point (a crash before the mount).
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(err(e.into())),
+        }
+        match std::fs::remove_file(pin) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -264,5 +343,29 @@ mod tests {
         );
         let after = NetNs::current().expect("current");
         assert!(host.same_as(&after), "calling thread changed netns");
+    }
+
+    #[test]
+    #[cfg_attr(not(feature = "root-tests"), ignore = "needs root (CAP_SYS_ADMIN)")]
+    fn a_pinned_temporary_namespace_outlives_its_handle_until_unpinned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pin = dir.path().join("pin");
+        let ns = NetNs::temporary_pinned(&pin).expect("pinned");
+        let id = ns.id();
+        drop(ns);
+        let again = NetNs::open(&pin).expect("still there after the handle is gone");
+        assert_eq!(again.id(), id);
+        assert!(
+            NetNs::temporary_pinned(&pin).is_err(),
+            "a second pin at a taken path"
+        );
+        drop(again);
+        NetNs::unpin(&pin).expect("unpin");
+        assert!(!pin.exists());
+        NetNs::unpin(&pin).expect("unpin twice");
+        // The plain file a crash before the mount leaves is removed too.
+        std::fs::write(&pin, b"").expect("write");
+        NetNs::unpin(&pin).expect("unpin a plain file");
+        assert!(!pin.exists());
     }
 }

@@ -130,6 +130,37 @@ pub fn plan_interface(sock: &RouteSocket, it: &InterfaceRouting<'_>) -> Result<P
     Ok(plan)
 }
 
+/// What `apply` is about to change, recorded before it starts (an intent
+/// log): after a crash part-way, DEL reverts all of it, and reverting what
+/// was never done is a no-op (`revert` skips missing objects, re-adds
+/// existing routes harmlessly). Rules and routes that already exist are left
+/// out, as `apply` would leave them out of what it changed: DEL must not
+/// remove what someone else put there.
+pub fn intent(sock: &RouteSocket, plan: &Plan) -> Result<Applied, Error> {
+    let mut rules = sock.rules(false)?;
+    rules.extend(sock.rules(true)?);
+    let mut added = Vec::new();
+    for r in &plan.add {
+        let present = sock
+            .routes(r.dst.addr().is_ipv6(), r.table)?
+            .iter()
+            .any(|x| x.dst == r.dst && x.gateway == r.gateway && x.oif == r.oif);
+        if !present {
+            added.push(r.clone());
+        }
+    }
+    Ok(Applied {
+        rules: plan
+            .rules
+            .iter()
+            .filter(|r| !rules.contains(r))
+            .cloned()
+            .collect(),
+        added,
+        removed: plan.remove.clone(),
+    })
+}
+
 fn exists_ok(r: Result<(), NetlinkError>) -> Result<bool, NetlinkError> {
     match r {
         Ok(()) => Ok(true),

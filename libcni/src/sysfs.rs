@@ -12,13 +12,21 @@ pub const USERSPACE_DRIVERS: [&str; 3] = ["vfio-pci", "uio_pci_generic", "igb_ui
 
 #[derive(Debug, thiserror::Error)]
 pub enum SysfsError {
-    #[error("PCI device {pci} does not exist on this node ({path} not found)")]
+    #[error(
+        "PCI device {pci} does not exist on this node ({path} not found): check deviceID, or what the device plugin allocated (`lspci -D`)"
+    )]
     NoDevice { pci: PciAddr, path: PathBuf },
-    #[error("PCI device {pci} is not an SR-IOV virtual function ({path} not found)")]
+    #[error(
+        "PCI device {pci} is not an SR-IOV virtual function ({path} not found): give a VF's address, not the PF's (its VFs are the PF's virtfnN links)"
+    )]
     NotVf { pci: PciAddr, path: PathBuf },
-    #[error("the PF of VF {pci} has no network device ({path} is empty)")]
+    #[error(
+        "the PF of VF {pci} has no network device ({path} is empty): the PF's driver must be bound, with its netdev up, to program VFs"
+    )]
     NoPfNetdev { pci: PciAddr, path: PathBuf },
-    #[error("VF {pci} is not among the {numvfs} virtfnN links of PF {pf}")]
+    #[error(
+        "VF {pci} is not among the {numvfs} virtfnN links of PF {pf}: sriov_numvfs changed since the VF was allocated; restart the device plugin"
+    )]
     NoVfIndex {
         pci: PciAddr,
         pf: String,

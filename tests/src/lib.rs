@@ -1,5 +1,10 @@
 //! Shared by the integration tests (tests/tests) and the benchmark runner
-//! (src/bin/cni-bench.rs): running plugin processes, a real etcd.
+//! (src/bin/cni-bench.rs): running plugin processes, a real etcd; and the
+//! runtime harness (libcni-like runtime, emulated cluster) of the scenario
+//! tests and the demo.
+
+pub mod crash;
+pub mod harness;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -72,14 +72,53 @@ pub fn abs_path(
     value: Option<String>,
     default: &str,
 ) -> Result<std::path::PathBuf, Error> {
-    let p = std::path::PathBuf::from(value.unwrap_or_else(|| default.to_string()));
+    let text = value.unwrap_or_else(|| default.to_string());
+    // A NUL would cut the path short in the kernel: refuse it here, as
+    // invalid config, rather than as an I/O error later.
+    if text.contains('\0') {
+        return Err(Error::config(
+            key,
+            format!("{:?} contains a NUL byte", shorten(&text)),
+        ));
+    }
+    let p = std::path::PathBuf::from(text);
     if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
         return Err(Error::config(
             key,
-            format!("{} must be an absolute path without '..'", p.display()),
+            format!(
+                "{} must be an absolute path without '..'",
+                shorten(&p.to_string_lossy())
+            ),
         ));
     }
     Ok(p)
+}
+
+/// A value from the input as messages quote it: at most 80 characters, so a
+/// hostile megabyte is not echoed into logs and error JSON.
+pub fn shorten(value: &str) -> String {
+    const MAX: usize = 80;
+    match value.char_indices().nth(MAX) {
+        None => value.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+/// A message that quotes a value (serde's "invalid type: string ...") cut
+/// to its head and tail when the value is huge.
+pub fn elide(message: &str) -> String {
+    const HEAD: usize = 160;
+    const TAIL: usize = 60;
+    let chars = message.chars().count();
+    if chars <= HEAD + TAIL + 40 {
+        return message.to_string();
+    }
+    let head: String = message.chars().take(HEAD).collect();
+    let tail: String = message.chars().skip(chars - TAIL).collect();
+    format!(
+        "{head}... ({} bytes cut) ...{tail}",
+        message.len() - head.len() - tail.len()
+    )
 }
 
 /// Parses stdin into a JSON object; syntax errors are CNI code 6.
@@ -97,7 +136,7 @@ pub fn parse_stdin(stdin: &[u8]) -> Result<Value, Error> {
 pub fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, Error> {
     fold::from_value(value.clone()).map_err(|e| Error::Config {
         key: e.path,
-        reason: e.message,
+        reason: elide(&e.message),
     })
 }
 
@@ -109,7 +148,7 @@ pub fn spec_version(conf: &NetConf) -> Result<SpecVersion, Error> {
         given: if given.is_empty() {
             "(missing, meaning 0.1.0)".to_string()
         } else {
-            given.to_string()
+            shorten(given)
         },
     })
 }
@@ -146,6 +185,27 @@ mod tests {
         assert!(
             e.to_string().contains("0.2.0") && e.to_string().contains("1.1.0"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn state_paths_refuse_nul_and_messages_shorten_hostile_values() {
+        // Found by tests/corpus/hostile/*/statedir-nul.json: was an I/O error (5).
+        let e = abs_path("stateDir", Some("/var/lib/x\0y".into()), "/d").expect_err("NUL");
+        assert_eq!(e.code(), 7);
+        assert!(e.to_string().contains("stateDir"), "{e}");
+        assert!(abs_path("stateDir", None, "/var/lib/cni").is_ok());
+        let huge = "9".repeat(3_000_000);
+        let e = spec_version(&decode::<NetConf>(&json!({"cniVersion": huge})).expect("decode"))
+            .expect_err("unknown");
+        assert!(e.to_string().len() < 300, "{} bytes", e.to_string().len());
+        assert!(e.to_string().contains("3000000 bytes"), "{e}");
+        let huge = json!({"cni.dev/valid-attachments": "x".repeat(1_000_000)});
+        let msg = decode::<NetConf>(&huge).expect_err("type").to_string();
+        assert!(msg.len() < 400 && msg.contains("bytes cut"), "{msg}");
+        assert!(
+            msg.contains("cni.dev/valid-attachments") && msg.ends_with("a sequence"),
+            "{msg}"
         );
     }
 }

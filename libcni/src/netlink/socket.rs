@@ -113,58 +113,12 @@ impl RouteSocket {
         packet.serialize(&mut out);
         self.socket.send(&out, 0).map_err(NetlinkError::Socket)?;
 
-        let is_dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let wants_ack = flags & NLM_F_ACK != 0;
-        let mut replies = Vec::new();
-        let mut interrupted = false;
+        let mut reader = ReplyReader::new(seq, flags);
         let mut buf = self.buf.borrow_mut();
         loop {
             let len = self.recv(&mut buf)?;
-            let mut offset = 0;
-            while offset < len {
-                let chunk = &buf[offset..len];
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk)
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let msg_len = reply.header.length as usize;
-                if msg_len == 0 {
-                    return Err(NetlinkError::Decode("zero-length netlink message".into()));
-                }
-                offset += (msg_len + 3) & !3;
-                if reply.header.sequence_number != seq {
-                    // A late reply to an earlier request (e.g. after a timeout): skip it.
-                    continue;
-                }
-                if reply.header.flags & NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                let multipart = reply.header.flags & NLM_F_MULTIPART != 0;
-                let reply_flags = reply.header.flags;
-                match reply.payload {
-                    NetlinkPayload::Done(_) => {
-                        return if interrupted {
-                            Err(NetlinkError::DumpInterrupted)
-                        } else {
-                            Ok(replies)
-                        };
-                    }
-                    NetlinkPayload::Error(err) => match err.code {
-                        None => return Ok(replies),
-                        Some(code) => {
-                            return Err(NetlinkError::Kernel {
-                                op: String::new(),
-                                errno: -code.get(),
-                                reason: extack_reason(reply_flags, &err.header),
-                            });
-                        }
-                    },
-                    NetlinkPayload::InnerMessage(inner) => {
-                        replies.push(inner);
-                        if !is_dump && !multipart && !wants_ack {
-                            return Ok(replies);
-                        }
-                    }
-                    _ => {}
-                }
+            if let Some(replies) = reader.feed(&buf[..len])? {
+                return Ok(replies);
             }
         }
     }
@@ -190,6 +144,90 @@ impl RouteSocket {
                 Err(e) => return Err(NetlinkError::Socket(e)),
             }
         }
+    }
+}
+
+/// The replies to one request, fed with every datagram received: parsing
+/// only, no socket, so the fuzz targets (fuzz/) reach it directly.
+pub struct ReplyReader {
+    seq: u32,
+    is_dump: bool,
+    wants_ack: bool,
+    interrupted: bool,
+    replies: Vec<RouteNetlinkMessage>,
+}
+
+impl ReplyReader {
+    /// For a request sent with sequence number `seq` and `flags`.
+    pub fn new(seq: u32, flags: u16) -> ReplyReader {
+        ReplyReader {
+            seq,
+            is_dump: flags & NLM_F_DUMP == NLM_F_DUMP,
+            wants_ack: flags & NLM_F_ACK != 0,
+            interrupted: false,
+            replies: Vec::new(),
+        }
+    }
+
+    /// Takes one datagram; Some(replies) once the request is complete.
+    pub fn feed(
+        &mut self,
+        datagram: &[u8],
+    ) -> Result<Option<Vec<RouteNetlinkMessage>>, NetlinkError> {
+        let len = datagram.len();
+        let mut offset = 0;
+        while offset < len {
+            let chunk = &datagram[offset..len];
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk)
+                .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+            let msg_len = reply.header.length as usize;
+            if msg_len == 0 {
+                return Err(NetlinkError::Decode("zero-length netlink message".into()));
+            }
+            offset = offset.saturating_add((msg_len + 3) & !3);
+            if reply.header.sequence_number != self.seq {
+                // A late reply to an earlier request (e.g. after a timeout): skip it.
+                continue;
+            }
+            if reply.header.flags & NLM_F_DUMP_INTR != 0 {
+                self.interrupted = true;
+            }
+            let multipart = reply.header.flags & NLM_F_MULTIPART != 0;
+            let reply_flags = reply.header.flags;
+            match reply.payload {
+                NetlinkPayload::Done(_) => {
+                    return if self.interrupted {
+                        Err(NetlinkError::DumpInterrupted)
+                    } else {
+                        Ok(Some(std::mem::take(&mut self.replies)))
+                    };
+                }
+                NetlinkPayload::Error(err) => match err.code {
+                    None => return Ok(Some(std::mem::take(&mut self.replies))),
+                    Some(code) => {
+                        // The kernel sends -errno; anything else is garbage
+                        // (fuzz/seeds/netlink_replies/error-code-i32-min:
+                        // negating i32::MIN overflowed).
+                        let Some(errno) = code.get().checked_neg().filter(|e| *e > 0) else {
+                            return Err(NetlinkError::Decode(format!("error code {code}")));
+                        };
+                        return Err(NetlinkError::Kernel {
+                            op: String::new(),
+                            errno,
+                            reason: extack_reason(reply_flags, &err.header),
+                        });
+                    }
+                },
+                NetlinkPayload::InnerMessage(inner) => {
+                    self.replies.push(inner);
+                    if !self.is_dump && !multipart && !self.wants_ack {
+                        return Ok(Some(std::mem::take(&mut self.replies)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -266,5 +304,43 @@ mod tests {
         let mut broken = vec![0u8; 16];
         broken.extend_from_slice(&[200, 0, 1, 0]);
         assert_eq!(extack_reason(NLM_F_CAPPED | NLM_F_ACK_TLVS, &broken), None);
+    }
+
+    fn error_reply(seq: u32, code: i32) -> Vec<u8> {
+        let mut payload = code.to_ne_bytes().to_vec();
+        for v in [
+            16u32.to_ne_bytes(),
+            [18, 0, 5, 0],
+            seq.to_ne_bytes(),
+            [0; 4],
+        ] {
+            payload.extend_from_slice(&v);
+        }
+        let mut msg = ((16 + payload.len()) as u32).to_ne_bytes().to_vec();
+        msg.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+        msg.extend_from_slice(&0u16.to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&[0; 4]);
+        msg.extend(payload);
+        msg
+    }
+
+    #[test]
+    fn error_replies_give_errno_and_garbage_codes_are_decode_errors() {
+        let mut r = ReplyReader::new(7, NLM_F_REQUEST | NLM_F_ACK);
+        match r.feed(&error_reply(7, -libc::ENODEV)) {
+            Err(NetlinkError::Kernel { errno, .. }) => assert_eq!(errno, libc::ENODEV),
+            other => panic!("{other:?}"),
+        }
+        for code in [i32::MIN, 5] {
+            let mut r = ReplyReader::new(7, NLM_F_REQUEST | NLM_F_ACK);
+            assert!(
+                matches!(r.feed(&error_reply(7, code)), Err(NetlinkError::Decode(_))),
+                "{code}"
+            );
+        }
+        // A late reply to another request is skipped, not taken for ours.
+        let mut r = ReplyReader::new(8, NLM_F_REQUEST | NLM_F_ACK);
+        assert!(matches!(r.feed(&error_reply(7, -1)), Ok(None)));
     }
 }

@@ -326,7 +326,9 @@ enum Take {
 }
 
 fn unreachable(endpoints: &str, why: &str) -> Error {
-    Error::TryAgain(format!("etcd at {endpoints} is unavailable ({why})"))
+    Error::TryAgain(format!(
+        "etcd at {endpoints} is unavailable ({why}); check ipam.etcd: the endpoints, cacert (the CA that signed etcd's certificate), cert and key (a client certificate etcd trusts) and username/password"
+    ))
 }
 
 impl PoolStore for EtcdStore {

@@ -126,7 +126,9 @@ impl PoolFile {
         }
         let set = RangeSet::new(header.v6, ranges);
         let slots_at = 4 + hlen;
-        if (record.len() - slots_at) as u128 != set.len() * SLOT as u128 {
+        // checked: a tampered header can claim ranges of 2^127 addresses
+        // (fuzz/seeds/state_files/crash-pool-huge-range overflowed here).
+        if Some((record.len() - slots_at) as u128) != set.len().checked_mul(SLOT as u128) {
             return Err(corrupt(path, "slot array does not match the pool's size"));
         }
         Ok(PoolFile {
@@ -695,5 +697,21 @@ mod tests {
             .allocate(&too_big, &owner("a"), None, false)
             .expect_err("too big");
         assert!(e.to_string().contains("etcd"), "{e}");
+    }
+
+    #[test]
+    fn a_header_claiming_astronomic_ranges_is_corrupt_not_a_crash() {
+        // fuzz/seeds/state_files/crash-pool-huge-range: a valid container
+        // around a header whose range holds ~2^127 addresses; the slot count
+        // times 10 overflowed u128.
+        let (t, s) = store();
+        let dir = StateDir::open(&t.path().join("ippool")).expect("dir");
+        let header = br#"{"version":1,"pool":"v6","v6":true,"ranges":[["0f0d::1","fd00::8"]],"networks":["n"],"cursor":2,"allocated":2}"#;
+        let mut record = (header.len() as u32).to_le_bytes().to_vec();
+        record.extend_from_slice(header);
+        record.extend_from_slice(&[0; 40]);
+        DoubleBufferedFile::create(&dir, "v6.state", MAGIC, &[&record]).expect("create");
+        let e = s.inspect("v6").expect_err("corrupt");
+        assert!(e.to_string().contains("slot array"), "{e}");
     }
 }

@@ -16,7 +16,9 @@ use std::io;
 use std::path::Path;
 
 pub use netlink::RdmaSocket;
-pub use wire::{NETLINK_RDMA, NetnsMode, RdmaDevice, RdmaError, RdmaPort};
+pub use wire::{
+    DecodedReply, NETLINK_RDMA, NetnsMode, RdmaDevice, RdmaError, RdmaPort, decode_replies,
+};
 
 use crate::error::Error;
 use crate::ids::PciAddr;

@@ -40,8 +40,24 @@ impl SimRdma {
         }
     }
 
+    /// Serialises the read-modify-write of `move_device` across processes
+    /// (the kernel's moves are atomic; concurrent soak tests run many).
+    fn lock(&self) -> Result<fs::File, Error> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.file.with_extension("lock"))
+            .map_err(|e| Error::Internal(format!("simulated RDMA lock: {e}")))?;
+        f.lock()
+            .map_err(|e| Error::Internal(format!("simulated RDMA lock: {e}")))?;
+        Ok(f)
+    }
+
     fn save(&self, v: &Value) -> Result<(), Error> {
-        let tmp = self.file.with_extension("json.tmp");
+        let tmp = self
+            .file
+            .with_extension(format!("json.tmp.{}", std::process::id()));
         fs::write(&tmp, v.to_string())
             .and_then(|()| fs::rename(&tmp, &self.file))
             .map_err(|e| Error::Internal(format!("simulated RDMA: {e}")))
@@ -67,6 +83,7 @@ impl RdmaControl for SimRdma {
     }
 
     fn move_device(&self, name: &str, from: &NetNs, to: &NetNs) -> Result<(), Error> {
+        let _lock = self.lock()?;
         let mut v = self.load()?;
         let host = NetNs::current()?.id();
         let here = SimRdma::location(&v, name).unwrap_or(host.clone());

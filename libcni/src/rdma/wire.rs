@@ -389,6 +389,38 @@ impl Exchange {
     }
 }
 
+/// One data reply decoded every way the plugins read replies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodedReply {
+    pub device: Option<RdmaDevice>,
+    pub port: Option<(u32, RdmaPort)>,
+    pub mode: Option<NetnsMode>,
+}
+
+/// Decodes `datagram` as the reply to a request (`seq`, `flags`) and each
+/// of its data payloads as a device, a port and a netns mode, exactly as the
+/// socket does: the whole parsing surface behind one call, for the fuzz
+/// targets (fuzz/) and tests. None: the request expects more datagrams.
+pub fn decode_replies(
+    seq: u32,
+    flags: u16,
+    datagram: &[u8],
+) -> Result<Option<Vec<DecodedReply>>, RdmaError> {
+    let Some(payloads) = Exchange::new(seq, flags).feed(datagram)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        payloads
+            .iter()
+            .map(|p| DecodedReply {
+                device: decode_device(p).ok(),
+                port: decode_port(p).ok(),
+                mode: decode_netns_mode(p).ok(),
+            })
+            .collect(),
+    ))
+}
+
 // Fixtures are little-endian (x86 captures; netlink is host order).
 #[cfg(all(test, target_endian = "little"))]
 mod tests {

@@ -36,6 +36,30 @@ fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<(), StateError> {
     Ok(())
 }
 
+/// A state file we read or update in place: regular, ours, and its only
+/// name. A second hard link would be another path to the same bytes (a file
+/// of the system linked in), and an in-place update would write through it.
+pub(super) fn check_file(path: &Path, meta: &fs::Metadata) -> Result<(), StateError> {
+    if !meta.is_file() {
+        return Err(StateError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    check_owner(path, meta)?;
+    if meta.nlink() > 1 {
+        return Err(StateError::HardLinked {
+            path: path.to_path_buf(),
+            links: meta.nlink(),
+        });
+    }
+    Ok(())
+}
+
+/// open(2) flags for state files: never follow a symlink, never block on a
+/// FIFO or device planted in the directory (O_NONBLOCK does nothing to a
+/// regular file, and the checks after open refuse anything else).
+pub(super) const OPEN_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+
 impl StateDir {
     /// Opens (creating with 0700 if needed) a state directory. The directory
     /// itself must not be a symlink and must belong to us; group/other access
@@ -67,9 +91,40 @@ impl StateDir {
             fs::set_permissions(path, fs::Permissions::from_mode(0o700))
                 .map_err(io_err("restrict permissions of", path))?;
         }
-        Ok(StateDir {
+        let dir = StateDir {
             path: path.to_path_buf(),
-        })
+        };
+        dir.sweep_stale_temp_files();
+        Ok(dir)
+    }
+
+    /// Deletes the temporary files of writes whose process died before the
+    /// rename (`.<name>.tmp.<pid>.<nanos>`, see `replace`): a SIGKILLed
+    /// plugin leaves them, and nothing else ever would. A live pid's file is
+    /// left alone (its write is in progress; a recycled pid only delays the
+    /// sweep). Best effort: a directory that cannot be listed is the next
+    /// operation's error to report.
+    fn sweep_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+                continue;
+            };
+            if pid_is_alive(pid) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed the temporary file of an interrupted write")
+                }
+                Err(e) => {
+                    tracing::debug!(file = %entry.path().display(), error = %e, "cannot remove a stale temporary file")
+                }
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -101,7 +156,7 @@ impl StateDir {
         let path = self.entry(name)?;
         let mut file = match OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(OPEN_FLAGS)
             .open(&path)
         {
             Ok(f) => f,
@@ -112,10 +167,7 @@ impl StateDir {
             Err(e) => return Err(io_err("open", &path)(e)),
         };
         let meta = file.metadata().map_err(io_err("inspect", &path))?;
-        if !meta.is_file() {
-            return Err(StateError::NotRegular { path });
-        }
-        check_owner(&path, &meta)?;
+        check_file(&path, &meta)?;
         // One read of the known size (plus the EOF probe); capped for sanity.
         let mut buf = Vec::with_capacity(meta.len().min(64 << 20) as usize + 1);
         io::Read::read_to_end(&mut file, &mut buf).map_err(io_err("read", &path))?;
@@ -129,7 +181,7 @@ impl StateDir {
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(OPEN_FLAGS)
             .open(&path)
         {
             Ok(f) => f,
@@ -140,10 +192,7 @@ impl StateDir {
             Err(e) => return Err(io_err("open", &path)(e)),
         };
         let meta = file.metadata().map_err(io_err("inspect", &path))?;
-        if !meta.is_file() {
-            return Err(StateError::NotRegular { path });
-        }
-        check_owner(&path, &meta)?;
+        check_file(&path, &meta)?;
         Ok(Some(file))
     }
 
@@ -158,6 +207,17 @@ impl StateDir {
     /// power loss may bring back the previous content (still whole).
     pub fn replace(&self, name: &str, parts: &[&[u8]], durable: bool) -> Result<(), StateError> {
         let path = self.entry(name)?;
+        // The rename would replace a symlink or another owner's file without
+        // following it; refuse anyway, as reads do, so tampering is reported
+        // instead of silently papered over.
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(StateError::Symlink { path });
+            }
+            Ok(meta) => check_file(&path, &meta)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("inspect", &path)(e)),
+        }
         let tmp = self.entry(&format!(".{name}.tmp.{}.{}", std::process::id(), nanos()))?;
         let result = (|| {
             let mut file = OpenOptions::new()
@@ -260,6 +320,23 @@ impl StateDir {
     }
 }
 
+/// The writer's pid in a temporary file name `.<name>.tmp.<pid>.<nanos>`.
+fn temp_file_pid(file: &str) -> Option<i32> {
+    let rest = file.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp.")?;
+    let (pid, nanos) = tail.split_once('.')?;
+    nanos.parse::<u128>().ok()?;
+    pid.parse::<i32>().ok().filter(|p| *p > 0)
+}
+
+fn pid_is_alive(pid: i32) -> bool {
+    // kill(pid, 0) sends nothing: ESRCH means no such process.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 fn nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -341,5 +418,29 @@ mod tests {
             dir.read_json::<serde_json::Value>("bad", 1),
             Err(StateError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn temporary_files_of_dead_writers_are_swept_on_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::open(tmp.path()).expect("open");
+        // pid_max is at most 2^22: i32::MAX names no process.
+        let dead = format!(".rec.json.tmp.{}.12345", i32::MAX);
+        let live = format!(".rec.json.tmp.{}.12345", std::process::id());
+        for name in [&dead, &live, &".notes.tmp".to_string()] {
+            fs::write(dir.path().join(name), b"{}").expect("write");
+        }
+        assert_eq!(temp_file_pid(&dead), Some(i32::MAX));
+        assert_eq!(temp_file_pid(".rec.json"), None);
+        StateDir::open(tmp.path()).expect("reopen");
+        assert!(
+            !dir.path().join(&dead).exists(),
+            "a dead writer's file stays"
+        );
+        assert!(
+            dir.path().join(&live).exists(),
+            "a live writer's file was removed"
+        );
+        assert!(dir.path().join(".notes.tmp").exists(), "not ours to remove");
     }
 }

@@ -94,6 +94,20 @@ impl DoubleBufferedFile {
             return Err(corrupt(&path, "wrong magic: not this kind of state file"));
         }
         let half = u64_at(&sb, 8);
+        // Checked first, so every offset below stays in range and no record
+        // buffer outgrows the file (fuzz/ found a half of 2^64-1: an
+        // overflow, then an allocation of exabytes).
+        let size = file.metadata().map_err(io("inspect", &path))?.len();
+        let fits = half
+            .checked_mul(2)
+            .and_then(|h| h.checked_add(SUPER))
+            .is_some_and(|end| end <= size);
+        if half < HALF_HEADER || !fits {
+            return Err(corrupt(
+                &path,
+                format!("superblock claims halves of {half} bytes in a {size}-byte file"),
+            ));
+        }
         let mut halves = Vec::new();
         for i in 0..2u64 {
             let mut h = [0u8; HALF_HEADER as usize];
@@ -303,5 +317,23 @@ mod tests {
             .expect("open")
             .expect("some");
         assert_eq!(rec, big);
+    }
+
+    #[test]
+    fn a_superblock_claiming_huge_halves_is_corrupt_not_a_crash() {
+        // fuzz/artifacts/state_files/crash-b89971a4...: magic, then a half
+        // size of 2^64-1 (overflowed `SUPER + half`, in debug builds a panic).
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::open(tmp.path()).expect("dir");
+        for half in [u64::MAX, u64::MAX / 2, 1 << 40, 0, 23] {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&half.to_le_bytes());
+            bytes.extend_from_slice(&[0xff; 64]);
+            std::fs::write(tmp.path().join("r"), &bytes).expect("write");
+            match DoubleBufferedFile::open(&dir, "r", MAGIC) {
+                Err(StateError::Corrupt { msg, .. }) => assert!(msg.contains("claims"), "{msg}"),
+                other => panic!("half {half}: {:?}", other.map(|o| o.map(|(_, r)| r))),
+            }
+        }
     }
 }

@@ -77,7 +77,7 @@ fn open_lock(path: &std::path::Path) -> Result<File, StateError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(super::dir::OPEN_FLAGS)
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
@@ -97,12 +97,7 @@ fn open_lock(path: &std::path::Path) -> Result<File, StateError> {
         path: path.to_path_buf(),
         source,
     })?;
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(StateError::ForeignOwner {
-            path: path.to_path_buf(),
-            uid: meta.uid(),
-        });
-    }
+    super::dir::check_file(path, &meta)?;
     Ok(file)
 }
 

@@ -59,7 +59,7 @@ pub fn program<'a>(
         undo.push(format!("restore VF {} {restore}", vf.index), move || {
             write_verified(prog, vf, restore)
         });
-        failpoint::hit(&format!("vf.after_{}", op.attribute()))?;
+        failpoint::hit(op.failpoint_after())?;
     }
     Ok(())
 }

@@ -256,6 +256,21 @@ impl VfOp {
         }
     }
 
+    /// The failpoint after this write (test builds; literal names, so the
+    /// crash matrix can list every failpoint from the source).
+    pub fn failpoint_after(&self) -> &'static str {
+        match self {
+            VfOp::Vlan(_) => "vf.after_vlan",
+            VfOp::Mac(_) => "vf.after_mac",
+            VfOp::Rate(_) => "vf.after_rate",
+            VfOp::SpoofChk(_) => "vf.after_spoofchk",
+            VfOp::Trust(_) => "vf.after_trust",
+            VfOp::LinkState(_) => "vf.after_link_state",
+            VfOp::NodeGuid(_) => "vf.after_node_guid",
+            VfOp::PortGuid(_) => "vf.after_port_guid",
+        }
+    }
+
     /// The config key this write comes from, for error messages.
     pub fn key(&self) -> &'static str {
         match self {

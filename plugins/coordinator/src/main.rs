@@ -112,7 +112,9 @@ impl CniPlugin for Coordinator {
                 return Err(e.step(format!("remove the routing of {}", req.ifname)));
             }
         }
+        failpoint::hit("coordinator.del.after_revert")?;
         records.remove(cid, req.ifname.as_str())?;
+        failpoint::hit("coordinator.del.after_record")?;
         records.unlock_pod(pod_lock, cid)
     }
 
@@ -204,11 +206,14 @@ fn add_steps<'a>(
         applied: Default::default(),
         default_nic: None,
     };
+    let mut saved = false;
     if conf.tune_routes {
         let takes_default = conf.default_route_nic == *ifname;
-        if takes_default {
-            record.default_nic = move_default_nic_aside(ctx, undo)?;
-        }
+        let nic_plan = if takes_default {
+            plan_default_nic_aside(ctx)?
+        } else {
+            None
+        };
         let extra: Vec<RouteSpec> = conf
             .policy_routes
             .iter()
@@ -229,15 +234,29 @@ fn add_steps<'a>(
         if takes_default {
             plan.extend(main_defaults(&link, &gateways));
         }
+        // Recorded before the first change (an intent log): a crash part-way
+        // leaves DEL the list of what may have been done.
+        record.default_nic = nic_plan
+            .as_ref()
+            .map(|p| policy::intent(sock, p))
+            .transpose()?;
+        record.applied = policy::intent(sock, &plan)?;
+        save_record(ctx, &record, undo)?;
+        saved = true;
+        failpoint::hit("coordinator.add.after_intent")?;
+        if let Some(p) = &nic_plan {
+            record.default_nic = Some(policy::apply(sock, p, undo)?);
+        }
         record.applied = policy::apply(sock, &plan, undo)?;
         failpoint::hit("coordinator.add.after_routing")?;
         add_hijack_routes(ctx)?;
+        failpoint::hit("coordinator.add.after_hijack")?;
     }
+    // Now what was actually changed (CHECK verifies exactly that).
     ctx.records.save(&record)?;
-    let saved = (record.container_id.clone(), record.ifname.clone());
-    undo.push("remove coordinator record", move || {
-        ctx.records.remove(&saved.0, &saved.1)
-    });
+    if !saved {
+        push_record_removal(ctx, &record, undo);
+    }
     failpoint::hit("coordinator.add.after_record")?;
     reflect_in_result(
         result,
@@ -414,12 +433,26 @@ fn probe_addresses(
     })?
 }
 
+fn save_record<'a>(
+    ctx: &'a Ctx<'_>,
+    record: &CoordRecord,
+    undo: &mut Undo<'a>,
+) -> Result<(), Error> {
+    ctx.records.save(record)?;
+    push_record_removal(ctx, record, undo);
+    Ok(())
+}
+
+fn push_record_removal<'a>(ctx: &'a Ctx<'_>, record: &CoordRecord, undo: &mut Undo<'a>) {
+    let saved = (record.container_id.clone(), record.ifname.clone());
+    undo.push("remove coordinator record", move || {
+        ctx.records.remove(&saved.0, &saved.1)
+    });
+}
+
 /// When this interface takes the main default route, the default NIC's
 /// defaults move into its own table (tableBase), with rules for its addresses.
-fn move_default_nic_aside<'a>(
-    ctx: &'a Ctx<'_>,
-    undo: &mut Undo<'a>,
-) -> Result<Option<libcni::policy::Applied>, Error> {
+fn plan_default_nic_aside(ctx: &Ctx<'_>) -> Result<Option<Plan>, Error> {
     let (conf, sock) = (&ctx.conf, &ctx.sock);
     let Some(nic) = sock.link_by_name(conf.default_cni_nic.as_str())? else {
         return Ok(None);
@@ -446,7 +479,7 @@ fn move_default_nic_aside<'a>(
             extra: &[],
         },
     )?;
-    Ok(Some(policy::apply(sock, &plan, undo)?))
+    Ok(Some(plan))
 }
 
 /// This interface's default routes, in the main table.

@@ -67,6 +67,9 @@ struct IbRecord {
 struct Node {
     sysfs: Sysfs,
     records: StateDir,
+    /// Where a netdev in transit between host and pod waits (see
+    /// libcni::netdev): a crash mid-move leaves it there for DEL.
+    transit: StateDir,
     allocs: VfAllocations,
     host_ns: NetNs,
     host: RouteSocket,
@@ -81,6 +84,7 @@ impl Node {
         let RdmaBackends { pf, rdma } = backends(&sysfs)?;
         Ok(Node {
             records: state.subdir("attachments")?,
+            transit: state.subdir("transit")?,
             allocs: VfAllocations::open(&state)?,
             host_ns: NetNs::current()?,
             host: RouteSocket::new()?,
@@ -100,6 +104,11 @@ impl Node {
         Ok(self
             .records
             .write_json(&format!("{}:{}.json", r.container_id, r.ifname), r)?)
+    }
+
+    /// The pin of an attachment's netdev in transit.
+    fn transit_pin(&self, cid: &str, ifname: &str) -> Result<std::path::PathBuf, Error> {
+        Ok(self.transit.entry(&format!("{cid}:{ifname}"))?)
     }
 
     fn drop_record(&self, r: &IbRecord) -> Result<(), Error> {
@@ -240,6 +249,7 @@ impl CniPlugin for IbSriov {
         if let Some(t) = req.req.conf.ipam_type().filter(|t| *t != "dhcp") {
             IpamDelegate::find(t, &req.req.cni_path)?.del(&req.req.stdin)?;
         }
+        failpoint::hit("ib-sriov.del.after_ipam")?;
         let node = Node::open(&paths, self.backends)?;
         let Some(record) = node.load(req.container_id.as_str(), req.ifname.as_str())? else {
             return Ok(());
@@ -352,15 +362,18 @@ fn add_steps<'a>(s: &Step<'a>, orig: VfHwState, undo: &mut Undo<'a>) -> Result<C
         pkey: s.conf.pkey,
         ready: false,
     };
+    node.save(&record)?;
+    let saved = record.clone();
+    undo.push("remove record", move || node.drop_record(&saved));
+    failpoint::hit("ib-sriov.add.after_record")?;
+    // Claimed after the record: a crash in between leaves a record DEL acts
+    // on, never a claim no DEL knows about (it would hold the VF forever).
     node.allocs
         .claim(&vf.pci, s.netns, &req.container_id, &req.ifname)?;
     undo.push("release VF claim", move || {
         node.allocs.release(&vf.pci, &req.container_id, &req.ifname)
     });
-    node.save(&record)?;
-    let saved = record.clone();
-    undo.push("remove record", move || node.drop_record(&saved));
-    failpoint::hit("ib-sriov.add.after_record")?;
+    failpoint::hit("ib-sriov.add.after_claim")?;
 
     let rebinds = s.conf.guid.is_some() && !s.vfio;
     if rebinds {
@@ -385,6 +398,10 @@ fn add_steps<'a>(s: &Step<'a>, orig: VfHwState, undo: &mut Undo<'a>) -> Result<C
         let dev = node
             .sysfs
             .the_rdma_device(&RdmaParent::Pci(vf.pci.clone()))?;
+        // Recorded before the move: a crash right after it must leave DEL
+        // the device's name (DEL moves it back only if it is in the pod).
+        record.rdma = Some(dev.clone());
+        node.save(&record)?;
         node.rdma
             .move_device(&dev, &node.host_ns, pod)
             .map_err(|e| e.step(format!("move RDMA device {dev} into the pod")))?;
@@ -392,7 +409,6 @@ fn add_steps<'a>(s: &Step<'a>, orig: VfHwState, undo: &mut Undo<'a>) -> Result<C
         undo.push(format!("return RDMA device {dev}"), move || {
             node.rdma.move_device(&back, pod, &node.host_ns)
         });
-        record.rdma = Some(dev);
         failpoint::hit("ib-sriov.add.after_rdma")?;
     }
     // Found only now: a rebind or an RDMA move recreates the IPoIB netdev.
@@ -400,10 +416,27 @@ fn add_steps<'a>(s: &Step<'a>, orig: VfHwState, undo: &mut Undo<'a>) -> Result<C
     let origin = NetdevOrigin::of(&link)?;
     record.host = Some(origin.clone());
     node.save(&record)?;
-    let moved =
-        netdev::move_into_pod(&node.host, &node.host_ns, &link, pod, pod_sock, &req.ifname)?;
+    failpoint::hit("ib-sriov.add.after_netdev_record")?;
+    let pin = node.transit_pin(&record.container_id, &record.ifname)?;
+    let moved = netdev::move_into_pod_pinned(
+        &node.host,
+        &node.host_ns,
+        &link,
+        pod,
+        pod_sock,
+        &req.ifname,
+        Some(&pin),
+    )?;
     undo.push(format!("return {} to the host", req.ifname), move || {
-        netdev::return_to_host(pod_sock, pod, &req.ifname, &node.host_ns, &origin).map(drop)
+        netdev::return_to_host_pinned(
+            pod_sock,
+            pod,
+            &req.ifname,
+            &node.host_ns,
+            &origin,
+            Some(&pin),
+        )
+        .map(drop)
     });
     pod_sock.set_up(&moved, true)?;
     failpoint::hit("ib-sriov.add.after_move")?;
@@ -444,6 +477,7 @@ fn finish(
     }
     record.ready = true;
     s.node.save(record)?;
+    failpoint::hit("ib-sriov.add.after_commit")?;
     Ok(result)
 }
 
@@ -470,36 +504,68 @@ fn restore_host_name(
 fn release(node: &Node, r: &IbRecord, pod: Option<&NetNs>) -> Result<(), Error> {
     let pci =
         libcni::ids::PciAddr::parse(&r.device_id).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(owner) = node.allocs.owner(&pci)?
+        && !owner.container_id.is_empty()
+        && (owner.container_id != r.container_id || owner.ifname != r.ifname)
+    {
+        // A crash between our record and our claim, and another pod has
+        // the VF now: nothing of ours is on it.
+        tracing::warn!(vf = %pci, owner = %owner.container_id, "VF now belongs to another attachment: leaving it alone");
+        return node.drop_record(r);
+    }
     let mut errors = Vec::new();
-    if let (Some(pod), Some(origin)) = (pod, &r.host) {
-        let ifname =
-            libcni::ids::IfName::parse(&r.ifname).map_err(|e| Error::Internal(e.to_string()))?;
-        if let Err(e) = pod.route_socket().map_err(Error::from).and_then(|sock| {
-            netdev::return_to_host(&sock, pod, &ifname, &node.host_ns, origin).map(drop)
-        }) {
-            errors.push(e);
+    let pin = node.transit_pin(&r.container_id, &r.ifname)?;
+    if let Some(origin) = &r.host
+        && let Err(e) = netdev::recover_from_transit(&node.host_ns, &pin, origin)
+    {
+        errors.push(e);
+    }
+    if let Some(pod) = pod {
+        if let Some(origin) = &r.host {
+            let ifname = libcni::ids::IfName::parse(&r.ifname)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            if let Err(e) = pod.route_socket().map_err(Error::from).and_then(|sock| {
+                netdev::return_to_host_pinned(
+                    &sock,
+                    pod,
+                    &ifname,
+                    &node.host_ns,
+                    origin,
+                    Some(&pin),
+                )
+                .map(drop)
+            }) {
+                errors.push(e);
+            }
         }
+        failpoint::hit("ib-sriov.del.after_netdev")?;
+        // Even without a netdev recorded: a crash after the RDMA move but
+        // before the netdev was found leaves only the device's name.
         if let Some(dev) = &r.rdma
             && node.rdma.is_in(dev, pod).unwrap_or(false)
             && let Err(e) = node.rdma.move_device(dev, pod, &node.host_ns)
         {
             errors.push(e);
         }
+        failpoint::hit("ib-sriov.del.after_rdma")?;
     }
     match node.sysfs.resolve_vf(&pci) {
         Ok(vf) => {
             errors.extend(vf::restore(&*node.pf, &vf, &r.applied, &r.orig_vf));
+            failpoint::hit("ib-sriov.del.after_pf")?;
             if r.applied.guid.is_some() && !r.vfio {
                 // The restored GUID takes effect only after a rebind.
                 if let Err(e) = node.sysfs.rebind(&vf) {
                     errors.push(e.into());
                 }
+                failpoint::hit("ib-sriov.del.after_rebind")?;
             }
             if let Some(origin) = r.host.as_ref().filter(|_| !r.vfio)
                 && let Err(e) = restore_host_name(node, &vf, r, origin)
             {
                 errors.push(e);
             }
+            failpoint::hit("ib-sriov.del.after_host_name")?;
         }
         Err(e) => tracing::warn!(error = %e, "VF is gone: nothing to restore on its PF"),
     }
@@ -511,7 +577,9 @@ fn release(node: &Node, r: &IbRecord, pod: Option<&NetNs>) -> Result<(), Error> 
     let ifname =
         libcni::ids::IfName::parse(&r.ifname).map_err(|e| Error::Internal(e.to_string()))?;
     node.allocs.release(&pci, &cid, &ifname)?;
-    node.drop_record(r)
+    failpoint::hit("ib-sriov.del.after_claim")?;
+    node.drop_record(r)?;
+    failpoint::hit("ib-sriov.del.after_record")
 }
 
 #[cfg(not(feature = "test-build"))]

@@ -50,7 +50,9 @@ pub struct EtcdConf {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// Any JSON, so a decode error never quotes it (serde's messages echo
+    /// the value: `invalid type: integer 1234`).
+    password: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -187,10 +189,27 @@ fn store_side(raw: &RawConf, ipam: &RawIpam) -> Result<StoreSide, Error> {
                 ));
             }
             for ep in &endpoints {
-                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                let Some(rest) = ep
+                    .strip_prefix("http://")
+                    .or_else(|| ep.strip_prefix("https://"))
+                else {
                     return Err(Error::config(
                         "ipam.etcd.endpoints",
-                        format!("{ep:?} must start with http:// or https://"),
+                        format!(
+                            "{:?} must start with http:// or https://",
+                            config::shorten(ep)
+                        ),
+                    ));
+                };
+                // Endpoints are named in every etcd error message and log line.
+                if rest
+                    .split('/')
+                    .next()
+                    .is_some_and(|authority| authority.contains('@'))
+                {
+                    return Err(Error::config(
+                        "ipam.etcd.endpoints",
+                        "an endpoint carries credentials (user@host): put them in ipam.etcd.username and password, which are never printed",
                     ));
                 }
             }
@@ -227,7 +246,17 @@ fn store_side(raw: &RawConf, ipam: &RawIpam) -> Result<StoreSide, Error> {
             } else {
                 None
             };
-            let user = match (e.username.clone(), e.password.clone()) {
+            let password = match e.password.clone() {
+                None => None,
+                Some(serde_json::Value::String(p)) => Some(p),
+                Some(_) => {
+                    return Err(Error::config(
+                        "ipam.etcd.password",
+                        "must be a string (the value is not shown)",
+                    ));
+                }
+            };
+            let user = match (e.username.clone(), password) {
                 (Some(u), Some(p)) => Some((u, p)),
                 (None, None) => None,
                 _ => {
@@ -289,9 +318,16 @@ fn node_name(configured: Option<String>) -> String {
 
 /// `10.1.2.3` or `10.1.2.3/24` (the prefix is the pool's business).
 fn parse_requested(source: &str, s: &str) -> Result<IpAddr, Error> {
-    let addr = s.split('/').next().unwrap_or_default().trim();
-    addr.parse()
-        .map_err(|_| Error::config(source, format!("{s:?} is not an IP address")))
+    let s = s.trim();
+    // The whole value must parse: "10.1.2.3/99/x" is garbage, not 10.1.2.3.
+    s.parse::<IpAddr>()
+        .or_else(|_| s.parse::<ipnet::IpNet>().map(|n| n.addr()))
+        .map_err(|_| {
+            Error::config(
+                source,
+                format!("{s:?} is not an IP address (10.1.2.3 or 10.1.2.3/24)"),
+            )
+        })
 }
 
 impl IppoolConf {
@@ -493,6 +529,16 @@ mod tests {
         );
         v["runtimeConfig"] = json!({"ips": ["nope"]});
         assert!(IppoolConf::load(&v, &CniArgs::default()).is_err());
+        // tests/corpus/hostile/ippool/cni-args-ip-garbage.json: the part
+        // before the first '/' used to be taken (and 10.1.0.7 handed out).
+        v["runtimeConfig"] = json!({});
+        for bad in ["10.1.0.7/99/x", "10.1.0.7/33", "10.1.0.7/"] {
+            let args = CniArgs::parse(&format!("IP={bad}")).expect("args");
+            match IppoolConf::load(&v, &args) {
+                Err(Error::Config { key, .. }) => assert_eq!(key, "CNI_ARGS IP", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -517,6 +563,10 @@ mod tests {
                 "ipam.etcd.username",
             ),
             (json!({"dataDir": "relative"}), "ipam.dataDir"),
+            (
+                json!({"store": "etcd", "etcd": {"endpoints": ["https://root:pw@e:2379"]}}),
+                "ipam.etcd.endpoints",
+            ),
         ] {
             match load_store_side(&conf(ipam.clone())) {
                 Err(Error::Config { key: k, .. }) => assert_eq!(k, key, "{ipam}"),

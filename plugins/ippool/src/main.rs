@@ -105,6 +105,7 @@ impl CniPlugin for Ippool {
                 Ok(None) => {}
                 Err(e) => errors.push(e.step(format!("release from pool {pool}"))),
             }
+            failpoint::hit("ippool.del.after_release")?;
         }
         Error::from_many(errors).map_or(Ok(()), Err)
     }

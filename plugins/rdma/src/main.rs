@@ -243,8 +243,9 @@ impl CniPlugin for Rdma {
                     })?;
             }
         }
+        failpoint::hit("rdma.del.after_move")?;
         dir.remove(&name)?;
-        Ok(())
+        failpoint::hit("rdma.del.after_record")
     }
 
     fn check(&self, req: &AttachRequest) -> Result<(), Error> {

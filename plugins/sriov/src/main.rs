@@ -53,6 +53,9 @@ struct Sriov {
 struct Node {
     sysfs: Sysfs,
     records: Records,
+    /// Where a VF netdev in transit between host and pod waits (see
+    /// libcni::netdev): a crash mid-move leaves it there for DEL.
+    transit: StateDir,
     allocs: VfAllocations,
     host_ns: NetNs,
     host: RouteSocket,
@@ -65,12 +68,18 @@ impl Node {
         let sysfs = Sysfs::new(&paths.sysfs_root);
         Ok(Node {
             records: Records::open(&state)?,
+            transit: state.subdir("transit")?,
             allocs: VfAllocations::open(&state)?,
             host_ns: NetNs::current()?,
             host: RouteSocket::new()?,
             pf: backend(&sysfs)?,
             sysfs,
         })
+    }
+
+    /// The pin of an attachment's netdev in transit.
+    fn transit_pin(&self, cid: &str, ifname: &str) -> Result<std::path::PathBuf, Error> {
+        Ok(self.transit.entry(&format!("{cid}:{ifname}"))?)
     }
 }
 
@@ -167,6 +176,7 @@ impl CniPlugin for Sriov {
         if let Some(t) = req.req.conf.ipam_type() {
             IpamDelegate::find(t, &req.req.cni_path)?.del(&req.req.stdin)?;
         }
+        failpoint::hit("sriov.del.after_ipam")?;
         let node = Node::open(&paths, self.pf_backend)?;
         let Some(record) = node.records.load(&req.container_id, &req.ifname)? else {
             return Ok(());
@@ -277,11 +287,6 @@ fn add_steps<'a>(
     let (req, node, vf) = (ctx.req, &ctx.node, &ctx.vf);
     let (cid, ifname) = (&req.container_id, &req.ifname);
 
-    node.allocs.claim(&vf.pci, netns, cid, ifname)?;
-    undo.push(format!("release claim on VF {}", vf.pci), move || {
-        node.allocs.release(&vf.pci, cid, ifname)
-    });
-
     let orig = ctx.orig.clone();
     let host_link = ctx.host_link.as_ref();
     let mode = if host_link.is_some() {
@@ -305,6 +310,14 @@ fn add_steps<'a>(
         node.records.remove(&saved)
     });
     failpoint::hit("sriov.add.after_record")?;
+
+    // Claimed after the record: a crash in between leaves a record DEL acts
+    // on, never a claim no DEL knows about (it would hold the VF forever).
+    node.allocs.claim(&vf.pci, netns, cid, ifname)?;
+    undo.push(format!("release claim on VF {}", vf.pci), move || {
+        node.allocs.release(&vf.pci, cid, ifname)
+    });
+    failpoint::hit("sriov.add.after_claim")?;
 
     let restore_to = record.restore_target();
     vf::program(&*node.pf, vf, &ctx.conf.vf, &restore_to, undo)?;
@@ -398,21 +411,32 @@ fn move_in<'a>(
     undo: &mut Undo<'a>,
 ) -> Result<Link, Error> {
     let ifname = &ctx.req.ifname;
-    let moved = netdev::move_into_pod(
+    let pin = ctx
+        .node
+        .transit_pin(ctx.req.container_id.as_str(), ifname.as_str())?;
+    let moved = netdev::move_into_pod_pinned(
         &ctx.node.host,
         &ctx.node.host_ns,
         link,
         &ctx.pod,
         &ctx.pod_sock,
         ifname,
+        Some(&pin),
     )
     .step(|| format!("move VF netdev {} into the pod as {ifname}", link.name))?;
     let origin = origin.clone();
     undo.push(
         format!("return {ifname} to the host as {}", origin.name),
         move || {
-            netdev::return_to_host(&ctx.pod_sock, &ctx.pod, ifname, &ctx.node.host_ns, &origin)
-                .map(drop)
+            netdev::return_to_host_pinned(
+                &ctx.pod_sock,
+                &ctx.pod,
+                ifname,
+                &ctx.node.host_ns,
+                &origin,
+                Some(&pin),
+            )
+            .map(drop)
         },
     );
     failpoint::hit("sriov.add.after_move")?;
@@ -598,6 +622,7 @@ fn release_attachment(node: &Node, record: &SriovRecord, pod: Option<&NetNs>) ->
         return node.records.remove(record);
     }
     let mut errors = vf::restore(&*node.pf, &vf, &record.applied, &record.restore_target());
+    failpoint::hit("sriov.del.after_pf")?;
     if record.mode == Mode::Userspace && record.applied.mac.is_none() {
         // A DPDK application may have changed the admin MAC (sriov-cni #214).
         match node.pf.read(&vf) {
@@ -615,6 +640,7 @@ fn release_attachment(node: &Node, record: &SriovRecord, pod: Option<&NetNs>) ->
             Ok(()) => reregister_own_mac(node, &vf, &record.orig_vf, origin),
             Err(e) => errors.push(e),
         }
+        failpoint::hit("sriov.del.after_netdev")?;
     }
     match Error::from_many(errors) {
         Some(e) => Err(e),
@@ -628,12 +654,15 @@ fn drop_records(node: &Node, record: &SriovRecord) -> Result<(), Error> {
     if let (Some(cid), Some(ifname)) = (&cid, &ifname) {
         node.allocs.release(&record.device_id, cid, ifname)?;
     }
-    node.records.remove(record)
+    failpoint::hit("sriov.del.after_claim")?;
+    node.records.remove(record)?;
+    failpoint::hit("sriov.del.after_record")
 }
 
 /// Returns the VF netdev to the host under its original name, MAC and MTU:
-/// from the pod when its netns is alive, else from wherever the kernel put it
-/// when the netns died (the host, under the pod's name or `devN`).
+/// from the temporary netns of a move a crash interrupted, from the pod when
+/// its netns is alive, else from wherever the kernel put it when the netns
+/// died (the host, under the pod's name or `devN`).
 fn bring_home(
     node: &Node,
     vf: &VfRef,
@@ -641,9 +670,18 @@ fn bring_home(
     origin: &NetdevOrigin,
     pod: Option<&NetNs>,
 ) -> Result<(), Error> {
+    let pin = node.transit_pin(&record.container_id, &record.ifname)?;
+    if netdev::recover_from_transit(&node.host_ns, &pin, origin).step(|| {
+        format!(
+            "return VF netdev {} to the host from an interrupted move",
+            origin.name
+        )
+    })? {
+        return Ok(());
+    }
     if let (Some(pod), Ok(ifname)) = (pod, IfName::parse(&record.ifname)) {
         let sock = pod.route_socket()?;
-        if netdev::return_to_host(&sock, pod, &ifname, &node.host_ns, origin)
+        if netdev::return_to_host_pinned(&sock, pod, &ifname, &node.host_ns, origin, Some(&pin))
             .step(|| format!("return VF netdev {ifname} to the host as {}", origin.name))?
         {
             return Ok(());

@@ -107,7 +107,7 @@ impl SriovRecord {
 
     pub fn belongs_to(&self, container_id: &str, ifname: &str) -> bool {
         match &self.legacy_file {
-            Some(name) => *name == format!("{container_id}-{ifname}"),
+            Some(name) => legacy_owner(name) == Some((container_id, ifname)),
             None => self.container_id == container_id && self.ifname == ifname,
         }
     }
@@ -120,6 +120,15 @@ pub struct Records {
 
 fn file_name(container_id: &str, ifname: &str) -> String {
     format!("{container_id}:{ifname}.json")
+}
+
+/// The attachment a sriov-cni cache name `<containerID>-<ifname>` stands
+/// for. The name alone is ambiguous when a '-' could end either part
+/// (`ctrx-b-net1`: ctrx/b-net1 or ctrx-b/net1); like GC, take the split at
+/// the last '-', so interface names with '-' are never matched (kubelet's
+/// IDs are hex, Multus names interfaces net1, net2...).
+fn legacy_owner(name: &str) -> Option<(&str, &str)> {
+    name.rsplit_once('-')
 }
 
 impl Records {
@@ -140,6 +149,18 @@ impl Records {
             return Ok(Some(r));
         }
         let legacy = format!("{container_id}-{ifname}");
+        if legacy_owner(&legacy) != Some((container_id.as_str(), ifname.as_str())) {
+            // Taking it could release another pod's VF (it is most likely
+            // container ...-<first part of ifname>'s); leaving it strands at
+            // most this one's.
+            if self.legacy.read(&legacy)?.is_some() {
+                tracing::warn!(
+                    file = %self.legacy.path().join(&legacy).display(),
+                    "not using a sriov-cni state file that may belong to another container (an interface name with '-' makes its name ambiguous); remove it by hand once its pod is gone"
+                );
+            }
+            return Ok(None);
+        }
         Ok(self.legacy.read(&legacy)?.and_then(|bytes| {
             from_sriov_cni_cache(&bytes, &legacy, container_id.as_str(), ifname.as_str())
         }))
@@ -176,7 +197,7 @@ impl Records {
                 continue;
             };
             // Without the pod's ifname in the file, split at the last '-'.
-            let (cid, ifname) = name.rsplit_once('-').unwrap_or((name.as_str(), ""));
+            let (cid, ifname) = legacy_owner(&name).unwrap_or((name.as_str(), ""));
             match from_sriov_cni_cache(&bytes, &name, cid, ifname) {
                 Some(r) => out.push(r),
                 None => {
@@ -429,5 +450,28 @@ mod tests {
             state.read("not-a-cache").expect("read").is_some(),
             "unknown files are left alone"
         );
+    }
+
+    #[test]
+    fn a_sriov_cni_file_is_never_taken_for_another_container() {
+        // tests/corpus/hostile/sriov/legacy-record-prefix-collision.json: DEL
+        // of ctrx/b-net1 used to release the VF of pod ctrx-b (file ctrx-b-net1).
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(tmp.path()).expect("state");
+        let records = Records::open(&state).expect("records");
+        state
+            .write("ctrx-b-net1", GO_CACHE.as_bytes())
+            .expect("legacy");
+        let id = |c: &str, i: &str| {
+            (
+                ContainerId::parse(c).expect("cid"),
+                IfName::parse(i).expect("if"),
+            )
+        };
+        let (c, i) = id("ctrx", "b-net1");
+        assert_eq!(records.load(&c, &i).expect("load"), None);
+        let (c, i) = id("ctrx-b", "net1");
+        let r = records.load(&c, &i).expect("load").expect("its owner's");
+        assert!(r.belongs_to("ctrx-b", "net1") && !r.belongs_to("ctrx", "b-net1"));
     }
 }
