@@ -70,6 +70,15 @@ impl GcRequest {
             .iter()
             .any(|a| a.container_id == container_id && a.ifname == ifname)
     }
+
+    /// Whether a record written by an ADD of `network` is this GC's to judge.
+    /// GC is per network: the runtime's valid list names only that network's
+    /// attachments, so a record of another network (another rail of the same
+    /// pod) is never released here, nor one that names no network (older
+    /// layouts), which only its DEL releases.
+    pub fn covers(&self, network: Option<&str>) -> bool {
+        network.is_some() && network == self.req.conf.name.as_deref()
+    }
 }
 
 /// A CNI plugin: the skel handles everything around these calls.
@@ -325,6 +334,28 @@ mod tests {
         assert_eq!(e.code(), 105);
         let (_, e) = dispatch(&Echo, CniEnv::from_lookup(|_| None), vec![]).expect_err("no env");
         assert_eq!(e.code(), 4);
+    }
+
+    #[test]
+    fn gc_covers_only_records_of_its_own_network() {
+        let gc = |name: Option<&str>| GcRequest {
+            req: Request {
+                stdin: Vec::new(),
+                raw: json!({}),
+                conf: NetConf {
+                    name: name.map(str::to_string),
+                    ..NetConf::default()
+                },
+                version: SpecVersion::V1_1_0,
+                cni_path: Vec::new(),
+            },
+            keep: Vec::new(),
+        };
+        let gpu1 = gc(Some("gpu1-sriov"));
+        assert!(gpu1.covers(Some("gpu1-sriov")));
+        assert!(!gpu1.covers(Some("gpu2-sriov")), "another rail's record");
+        assert!(!gpu1.covers(None), "a record that names no network");
+        assert!(!gc(None).covers(None), "a nameless GC judges nothing");
     }
 
     #[test]

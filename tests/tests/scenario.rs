@@ -339,7 +339,6 @@ fn two_nodes_eight_rails_pod_to_pod_on_every_rail_then_nothing_is_left() {
 /// that network the runtime still knows. Attachments of the node's other
 /// networks (the pod's other rails) are not in it and must stay.
 #[test]
-#[ignore = "known bug: the GC of sriov, ib-sriov, rdma and coordinator ignores the network and releases other networks' live attachments"]
 fn gc_of_one_network_on_one_node_releases_only_what_it_owns() {
     require_root();
     let (manifest, nads) = roce_example();

@@ -148,7 +148,7 @@ impl CniPlugin for Coordinator {
     fn gc(&self, req: &GcRequest) -> Result<(), Error> {
         let records = Records::open(&load_state_dir(&req.req.raw)?)?;
         for rec in records.all()? {
-            if !req.keeps(&rec.container_id, &rec.ifname) {
+            if req.covers(rec.network.as_deref()) && !req.keeps(&rec.container_id, &rec.ifname) {
                 // GC may assume a stale attachment's netns is gone: its
                 // rules and tables went with it.
                 records.remove(&rec.container_id, &rec.ifname)?;
@@ -205,6 +205,7 @@ fn add_steps<'a>(
         table,
         applied: Default::default(),
         default_nic: None,
+        network: ctx.req.req.conf.name.clone(),
     };
     let mut saved = false;
     if conf.tune_routes {

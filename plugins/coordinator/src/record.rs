@@ -33,6 +33,9 @@ pub struct CoordRecord {
     /// the default NIC (its default moved into its own table).
     #[serde(default)]
     pub default_nic: Option<Applied>,
+    /// The network (config `name`) that made the attachment: GC is per network.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 pub struct Records {

@@ -61,6 +61,9 @@ struct IbRecord {
     /// For ib-kubernetes, which adds the GUID to this partition in the SM.
     pkey: Option<u16>,
     ready: bool,
+    /// The network (config `name`) that made the attachment: GC is per network.
+    #[serde(default)]
+    network: Option<String>,
 }
 
 /// The host side of one invocation.
@@ -301,7 +304,7 @@ impl CniPlugin for IbSriov {
             let Ok(Some(r)) = node.records.read_json::<IbRecord>(&name, VERSION) else {
                 continue;
             };
-            if req.keeps(&r.container_id, &r.ifname) {
+            if !req.covers(r.network.as_deref()) || req.keeps(&r.container_id, &r.ifname) {
                 continue;
             }
             if let Err(e) = release(&node, &r, None) {
@@ -361,6 +364,7 @@ fn add_steps<'a>(s: &Step<'a>, orig: VfHwState, undo: &mut Undo<'a>) -> Result<C
         rdma: None,
         pkey: s.conf.pkey,
         ready: false,
+        network: req.req.conf.name.clone(),
     };
     node.save(&record)?;
     let saved = record.clone();

@@ -91,6 +91,9 @@ struct RdmaRecord {
     /// The RDMA device's name (kept across netns moves).
     device: String,
     netns: Option<PathBuf>,
+    /// The network (config `name`) that made the attachment: GC is per network.
+    #[serde(default)]
+    network: Option<String>,
 }
 
 fn record_name(cid: &str, ifname: &str) -> String {
@@ -200,6 +203,7 @@ impl CniPlugin for Rdma {
             parent: parent.to_string(),
             device: device.clone(),
             netns: Some(netns.to_path_buf()),
+            network: req.req.conf.name.clone(),
         };
         let mut undo = Undo::new();
         let moved = (|| {
@@ -274,6 +278,7 @@ impl CniPlugin for Rdma {
         let dir = StateDir::open(&conf.state_dir)?;
         for name in dir.list()? {
             if let Ok(Some(r)) = dir.read_json::<RdmaRecord>(&name, VERSION)
+                && req.covers(r.network.as_deref())
                 && !req.keeps(&r.container_id, &r.ifname)
             {
                 // Its netns is gone, and with it the device went back to the host.

@@ -234,10 +234,11 @@ impl CniPlugin for Sriov {
         let node = Node::open(&paths, self.pf_backend)?;
         let mut errors = Vec::new();
         for record in node.records.all()? {
-            if req
-                .keep
-                .iter()
-                .any(|a| record.belongs_to(&a.container_id, &a.ifname))
+            if !req.covers(record.network.as_deref())
+                || req
+                    .keep
+                    .iter()
+                    .any(|a| record.belongs_to(&a.container_id, &a.ifname))
             {
                 continue;
             }
@@ -304,6 +305,7 @@ fn add_steps<'a>(
     );
     record.applied = ctx.conf.vf.clone();
     record.host = host_link.map(|(_, origin)| origin.clone());
+    record.network = req.req.conf.name.clone();
     node.records.save(&record)?;
     let saved = record.clone();
     undo.push("remove attachment record", move || {

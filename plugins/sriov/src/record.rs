@@ -59,6 +59,9 @@ pub struct SriovRecord {
     /// The final ADD result (spec 1.1.0 layout).
     #[serde(default)]
     pub result: Option<serde_json::Value>,
+    /// The network (config `name`) that made the attachment: GC is per network.
+    #[serde(default)]
+    pub network: Option<String>,
     /// Set for records read from sriov-cni's cache: its file name.
     #[serde(skip)]
     pub legacy_file: Option<String>,
@@ -87,6 +90,7 @@ impl SriovRecord {
             pod_mac: None,
             pod_mtu: None,
             result: None,
+            network: None,
             legacy_file: None,
         }
     }
@@ -212,6 +216,9 @@ impl Records {
 /// sriov-cni's cached NetConf (Go field names; only what DEL needs).
 #[derive(Deserialize)]
 struct GoCache {
+    /// sriov-cni caches its whole NetConf, the network's `name` included.
+    #[serde(default)]
+    name: Option<String>,
     #[serde(rename = "deviceID")]
     device_id: String,
     #[serde(rename = "OrigVfState")]
@@ -350,6 +357,7 @@ fn from_sriov_cni_cache(
         pod_mac: None,
         pod_mtu: None,
         result: None,
+        network: go.name.clone(),
         legacy_file: Some(file.to_string()),
     })
 }
