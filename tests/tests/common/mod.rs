@@ -370,21 +370,8 @@ pub fn fresh_vf() -> Value {
            "spoofchk": true, "trust": false, "link_state": "auto", "rate": {"min": 0, "max": 0}})
 }
 
-/// JSON with object keys sorted, so equal values compare equal as strings.
-pub fn canonical(v: &Value) -> String {
-    fn sort(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let sorted: BTreeMap<&String, Value> =
-                    m.iter().map(|(k, v)| (k, sort(v))).collect();
-                json!(sorted)
-            }
-            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
-            other => other.clone(),
-        }
-    }
-    sort(v).to_string()
-}
+/// JSON with object keys sorted (the harness's, shared by every test).
+pub use integration::harness::canonical;
 
 /// Writes an executable shell script `name` into `dir` (a fake plugin).
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
