@@ -316,7 +316,6 @@ fn send_na(fd: &OwnedFd, ifindex: c_int, mac: [u8; 6], target: Ipv6Addr) -> io::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
     const MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x99, 0x00, 0x01];
     const V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -382,22 +381,7 @@ mod tests {
         assert_eq!((longest[14], longest[15]), (b'y' as libc::c_char, 0));
     }
 
-    /// Deletes the test's network namespaces (and so their veth pair), even after a failure.
-    struct NetnsGuard([String; 2]);
-
-    impl Drop for NetnsGuard {
-        fn drop(&mut self) {
-            for ns in &self.0 {
-                let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            }
-        }
-    }
-
-    fn ip(cmd: &str) {
-        let out = Command::new("ip").args(cmd.split(' ')).output();
-        let ok = out.as_ref().is_ok_and(|o| o.status.success());
-        assert!(ok, "ip {cmd}: {out:?}");
-    }
+    use crate::testnet::{NetnsGuard, ip};
 
     /// Runs `f` on a fresh thread inside network namespace `ns`.
     fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
@@ -445,8 +429,12 @@ mod tests {
     #[cfg_attr(not(feature = "root-tests"), ignore)]
     fn announces_reach_the_peer_once_the_link_is_up() {
         let id = std::process::id();
-        let guard = NetnsGuard([format!("annc-{id}-a"), format!("annc-{id}-b")]);
-        let ([ns0, ns1], dev0, dev1) = (&guard.0, &format!("annc{id}a"), &format!("annc{id}b"));
+        let guard = NetnsGuard(vec![format!("annc-{id}-a"), format!("annc-{id}-b")]);
+        let ([ns0, ns1], dev0, dev1) = (
+            &[&guard.0[0], &guard.0[1]],
+            &format!("annc{id}a"),
+            &format!("annc{id}b"),
+        );
         let mac = MAC.map(|b| format!("{b:02x}")).join(":");
         for cmd in [
             format!("netns add {ns0}"),

@@ -29,6 +29,8 @@ pub mod skel;
 pub mod state;
 pub mod sysctl;
 pub mod sysfs;
+#[cfg(test)]
+mod testnet;
 pub mod undo;
 pub mod version;
 pub mod vf;

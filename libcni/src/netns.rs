@@ -221,7 +221,9 @@ impl NetNs {
             path: pin.to_path_buf(),
             source,
         };
-        match nix::mount::umount2(pin, nix::mount::MntFlags::MNT_DETACH) {
+        // NOFOLLOW: a pin replaced by a symlink must not unmount its target.
+        let flags = nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW;
+        match nix::mount::umount2(pin, flags) {
             // EINVAL: not a mount point (a crash before the mount).
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => return Err(err(e.into())),

@@ -503,7 +503,6 @@ fn parse_nd(p: &[u8]) -> Option<Nd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
     const MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x77, 0x00, 0x02];
@@ -613,23 +612,7 @@ mod tests {
         assert_eq!(err.to_string(), want);
     }
 
-    /// Deletes the test's network namespaces (and so their veth pairs), even after a failure.
-    struct NetnsGuard(Vec<String>);
-
-    impl Drop for NetnsGuard {
-        fn drop(&mut self) {
-            for ns in &self.0 {
-                let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            }
-        }
-    }
-
-    fn ip(cmd: &str) -> String {
-        let out = Command::new("ip").args(cmd.split(' ')).output();
-        let ok = out.as_ref().is_ok_and(|o| o.status.success());
-        assert!(ok, "ip {cmd}: {out:?}");
-        out.map_or(String::new(), |o| String::from_utf8_lossy(&o.stdout).into())
-    }
+    use crate::testnet::{NetnsGuard, ip};
 
     fn mac_of(rail: usize, host: u8) -> [u8; 6] {
         [0x02, 0x77, 0, 0, rail as u8, host]

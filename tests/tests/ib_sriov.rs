@@ -233,7 +233,7 @@ fn a_failure_after_each_add_step_restores_guid_link_state_and_rdma() {
         "vf.after_port_guid",
         "ib-sriov.add.after_guid",
         "ib-sriov.add.after_rdma",
-        "netdev.into_pod.after_rename",
+        "netdev.into_pod.after_move",
         "ib-sriov.add.after_move",
         "ib-sriov.add.after_ipam",
     ];

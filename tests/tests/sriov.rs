@@ -159,7 +159,7 @@ fn a_failure_after_each_add_step_leaves_the_host_as_before() {
         "vf.after_trust",
         "vf.after_link_state",
         "sriov.add.after_pf",
-        "netdev.into_pod.after_rename",
+        "netdev.into_pod.after_move",
         "sriov.add.after_move",
         "sriov.add.after_link_up",
         "sriov.add.after_ipam",

@@ -70,8 +70,9 @@ struct IbRecord {
 struct Node {
     sysfs: Sysfs,
     records: StateDir,
-    /// Where a netdev in transit between host and pod waits (see
-    /// libcni::netdev): a crash mid-move leaves it there for DEL.
+    /// Where versions before the one-request move parked a netdev in transit
+    /// between host and pod: a crash of such a version mid-move left it
+    /// there, and DEL after an upgrade still brings it home.
     transit: StateDir,
     allocs: VfAllocations,
     host_ns: NetNs,
@@ -421,24 +422,16 @@ fn add_steps<'a>(s: &Step<'a>, orig: VfHwState, undo: &mut Undo<'a>) -> Result<C
     record.host = Some(origin.clone());
     node.save(&record)?;
     failpoint::hit("ib-sriov.add.after_netdev_record")?;
-    let pin = node.transit_pin(&record.container_id, &record.ifname)?;
-    let moved = netdev::move_into_pod_pinned(
-        &node.host,
-        &node.host_ns,
-        &link,
-        pod,
-        pod_sock,
-        &req.ifname,
-        Some(&pin),
-    )?;
+    let moved =
+        netdev::move_into_pod(&node.host, &node.host_ns, &link, pod, pod_sock, &req.ifname)?;
     undo.push(format!("return {} to the host", req.ifname), move || {
-        netdev::return_to_host_pinned(
+        netdev::return_to_host(
             pod_sock,
             pod,
             &req.ifname,
             &node.host_ns,
+            &node.host,
             &origin,
-            Some(&pin),
         )
         .map(drop)
     });
@@ -529,15 +522,8 @@ fn release(node: &Node, r: &IbRecord, pod: Option<&NetNs>) -> Result<(), Error> 
             let ifname = libcni::ids::IfName::parse(&r.ifname)
                 .map_err(|e| Error::Internal(e.to_string()))?;
             if let Err(e) = pod.route_socket().map_err(Error::from).and_then(|sock| {
-                netdev::return_to_host_pinned(
-                    &sock,
-                    pod,
-                    &ifname,
-                    &node.host_ns,
-                    origin,
-                    Some(&pin),
-                )
-                .map(drop)
+                netdev::return_to_host(&sock, pod, &ifname, &node.host_ns, &node.host, origin)
+                    .map(drop)
             }) {
                 errors.push(e);
             }

@@ -1,7 +1,7 @@
 //! `sriov`: hands an Ethernet/RoCE SR-IOV virtual function to a pod.
 //!
 //! ADD: resolve the VF, lock and claim it, snapshot it, record the intent,
-//! program the PF side, move the netdev in (through a temporary netns),
+//! program the PF side, move the netdev in (renamed in the same request),
 //! set MAC/MTU and bring it up, run IPAM, configure addresses and routes,
 //! record the result, announce. Every step registers its inverse; any failure
 //! undoes them all, IPAM included.
@@ -53,8 +53,9 @@ struct Sriov {
 struct Node {
     sysfs: Sysfs,
     records: Records,
-    /// Where a VF netdev in transit between host and pod waits (see
-    /// libcni::netdev): a crash mid-move leaves it there for DEL.
+    /// Where versions before the one-request move parked a VF netdev in
+    /// transit between host and pod: a crash of such a version mid-move
+    /// left it there, and DEL after an upgrade still brings it home.
     transit: StateDir,
     allocs: VfAllocations,
     host_ns: NetNs,
@@ -413,30 +414,26 @@ fn move_in<'a>(
     undo: &mut Undo<'a>,
 ) -> Result<Link, Error> {
     let ifname = &ctx.req.ifname;
-    let pin = ctx
-        .node
-        .transit_pin(ctx.req.container_id.as_str(), ifname.as_str())?;
-    let moved = netdev::move_into_pod_pinned(
+    let moved = netdev::move_into_pod(
         &ctx.node.host,
         &ctx.node.host_ns,
         link,
         &ctx.pod,
         &ctx.pod_sock,
         ifname,
-        Some(&pin),
     )
     .step(|| format!("move VF netdev {} into the pod as {ifname}", link.name))?;
     let origin = origin.clone();
     undo.push(
         format!("return {ifname} to the host as {}", origin.name),
         move || {
-            netdev::return_to_host_pinned(
+            netdev::return_to_host(
                 &ctx.pod_sock,
                 &ctx.pod,
                 ifname,
                 &ctx.node.host_ns,
+                &ctx.node.host,
                 &origin,
-                Some(&pin),
             )
             .map(drop)
         },
@@ -662,7 +659,7 @@ fn drop_records(node: &Node, record: &SriovRecord) -> Result<(), Error> {
 }
 
 /// Returns the VF netdev to the host under its original name, MAC and MTU:
-/// from the temporary netns of a move a crash interrupted, from the pod when
+/// from the temporary netns of an older version's interrupted move, from the pod when
 /// its netns is alive, else from wherever the kernel put it when the netns
 /// died (the host, under the pod's name or `devN`).
 fn bring_home(
@@ -683,7 +680,7 @@ fn bring_home(
     }
     if let (Some(pod), Ok(ifname)) = (pod, IfName::parse(&record.ifname)) {
         let sock = pod.route_socket()?;
-        if netdev::return_to_host_pinned(&sock, pod, &ifname, &node.host_ns, origin, Some(&pin))
+        if netdev::return_to_host(&sock, pod, &ifname, &node.host_ns, &node.host, origin)
             .step(|| format!("return VF netdev {ifname} to the host as {}", origin.name))?
         {
             return Ok(());

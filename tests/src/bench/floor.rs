@@ -1,13 +1,13 @@
 //! `floor`: a pod's kernel work with nothing around it. One process issues
 //! the operations our chain issues for an 8-rail pod, back to back through
 //! libcni: open the pod's netns and rtnetlink sockets once, then per rail
-//! move the netdev in through a temporary netns and rename it, link up,
+//! move the netdev in and rename it (one RTM_NEWLINK), link up,
 //! the interface sysctls (arp_notify, rp_filter), the address, the gateway
 //! probe, the rail's table, routes and rule; DEL reverts the rules and
 //! routes and brings each netdev home the same way. No exec, no JSON, no
 //! state files, no locks, no IPAM. The simulated RDMA move is left out (it
 //! is no kernel work here). Two variants show what parts of it cost: no
-//! probes, and no temporary netns (straight into the pod, renamed there).
+//! probes, and Go host-device's crossing (move, then rename in the pod).
 
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -37,12 +37,10 @@ pub struct FloorRun {
 /// How a netdev crosses into the pod and back.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Crossing {
-    /// libcni's: through a temporary netns, renamed there (two crossings).
-    Staging,
-    /// Go host-device's: into the pod, then renamed there (one crossing).
-    Direct,
-    /// One RTM_NEWLINK that moves and renames (one crossing, no window).
-    OneMessage,
+    /// libcni's: one RTM_NEWLINK that moves and renames.
+    Libcni,
+    /// Go host-device's: into the pod, then renamed there (two requests).
+    MoveThenRename,
 }
 
 /// One pod's ADD and DEL on `slot`, in the calling process.
@@ -68,11 +66,11 @@ pub fn floor_pod(
             .expect("VF in the host");
         let origin = NetdevOrigin::of(&link).expect("origin");
         let moved = match crossing {
-            Crossing::Staging => {
+            Crossing::Libcni => {
                 netdev::move_into_pod(&host, &host_ns, &link, &pod, &pod_sock, &ifname)
                     .expect("move in")
             }
-            Crossing::Direct => {
+            Crossing::MoveThenRename => {
                 host.set_up(&link, false).expect("down");
                 host.move_to_netns(&link, pod.as_fd()).expect("move in");
                 let l = pod_sock
@@ -80,15 +78,6 @@ pub fn floor_pod(
                     .expect("lookup")
                     .expect("in the pod");
                 netdev::rename(&pod_sock, &l, ifname.as_str()).expect("rename")
-            }
-            Crossing::OneMessage => {
-                host.set_up(&link, false).expect("down");
-                host.move_to_netns_as(&link, pod.as_fd(), ifname.as_str())
-                    .expect("move in");
-                pod_sock
-                    .link_by_name(ifname.as_str())
-                    .expect("lookup")
-                    .expect("in the pod")
             }
         };
         pod_sock.set_up(&moved, true).expect("up");
@@ -149,8 +138,9 @@ pub fn floor_pod(
             policy::revert(&pod_sock, applied).is_empty(),
             "revert routing"
         );
-        if crossing == Crossing::Staging {
-            netdev::return_to_host(&pod_sock, &pod, ifname, &host_ns, origin).expect("move home");
+        if crossing == Crossing::Libcni {
+            netdev::return_to_host(&pod_sock, &pod, ifname, &host_ns, &host, origin)
+                .expect("move home");
             continue;
         }
         let l = pod_sock
@@ -158,16 +148,10 @@ pub fn floor_pod(
             .expect("lookup")
             .expect("in the pod");
         pod_sock.set_up(&l, false).expect("down");
-        if crossing == Crossing::Direct {
-            let l = netdev::rename(&pod_sock, &l, origin.name.as_str()).expect("rename");
-            pod_sock
-                .move_to_netns(&l, host_ns.as_fd())
-                .expect("move home");
-        } else {
-            pod_sock
-                .move_to_netns_as(&l, host_ns.as_fd(), origin.name.as_str())
-                .expect("move home");
-        }
+        let l = netdev::rename(&pod_sock, &l, origin.name.as_str()).expect("rename");
+        pod_sock
+            .move_to_netns(&l, host_ns.as_fd())
+            .expect("move home");
     }
     FloorRun {
         add,
@@ -184,12 +168,12 @@ pub fn section(bins: &Bins) {
          sriov+ippool, rdma, coordinator execs), with its state and IPAM files on the disk (/tmp) and \
          on a tmpfs (/dev/shm, where fsync costs nothing: what the state files' fsyncs cost). Floor: \
          the libcni calls doing the same kernel work in this process (see the module doc of \
-         tests/src/bench/floor.rs), with and without the gateway probes, and without libcni's \
-         temporary netns (moved straight into the pod and renamed there, as Go host-device does).\n"
+         tests/src/bench/floor.rs), with and without the gateway probes, and with Go host-device's \
+         crossing (moved into the pod, then renamed there: two requests where libcni sends one).\n"
     );
     let rig = Rig::new(1, RAILS);
     let shm = Rig::new_in(1, RAILS, std::path::Path::new("/dev/shm"));
-    let mut v: [Vec<Duration>; 13] = Default::default();
+    let mut v: [Vec<Duration>; 11] = Default::default();
     for round in 0..ROUNDS {
         for (n, rig) in [(0, &rig), (2, &shm)] {
             let pod = Pod::new(bins, rig, Chain::Ours, 0, &format!("floor{n}-{round}"));
@@ -203,10 +187,9 @@ pub fn section(bins: &Bins) {
         }
         let pod = integration::Netns::new("bfloor");
         for (n, probe, crossing) in [
-            (4, true, Crossing::Staging),
-            (7, false, Crossing::Staging),
-            (9, false, Crossing::Direct),
-            (11, false, Crossing::OneMessage),
+            (4, true, Crossing::Libcni),
+            (7, false, Crossing::Libcni),
+            (9, false, Crossing::MoveThenRename),
         ] {
             let f = floor_pod(&rig, 0, &pod.path(), probe, crossing);
             v[n].push(f.add);
@@ -235,16 +218,9 @@ pub fn section(bins: &Bins) {
             vec!["of which the 8 probes".into(), ms(m[6]), "-".into()],
             vec!["floor without probes".into(), ms(m[7]), ms(m[8])],
             vec![
-                "floor without probes, no temporary netns: move, then rename (Go host-device's way)"
-                    .into(),
+                "floor without probes, Go host-device's crossing: move, then rename".into(),
                 ms(m[9]),
                 ms(m[10]),
-            ],
-            vec![
-                "floor without probes, no temporary netns: move and rename in one RTM_NEWLINK"
-                    .into(),
-                ms(m[11]),
-                ms(m[12]),
             ],
             vec![
                 "ours - floor (our overhead)".into(),
