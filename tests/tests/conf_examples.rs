@@ -504,7 +504,10 @@ fn etcd_nad_allocates_in_etcd_and_releases() {
     for want in [
         format!("{prefix}/index/gpu1-net11"),
         format!("{pool}/ip/{:032x}", u32::from(ip)),
-        format!("{pool}/owner/gpu1-sriov-etcd/{}/net1", pod.container_id),
+        format!(
+            "{pool}/owner/gpu1-sriov-etcd/{}/{}/net1",
+            run.cluster.nodes[0].name, pod.container_id
+        ),
     ] {
         assert!(keys.contains(&want), "{want} missing from {keys:?}");
     }

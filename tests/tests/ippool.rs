@@ -338,7 +338,7 @@ fn etcd_store_semantics_match_the_file_store() {
     let pool = json!({"name": "tiny", "subnet": "10.42.0.0/29", "gateway": "10.42.0.1", "excludeIPs": ["10.42.0.2"]});
     let conf = etcd_conf(
         &etcd,
-        json!({"pools": [pool], "default_ipv4_ippool": ["tiny"], "sticky": true}),
+        json!({"pools": [pool], "default_ipv4_ippool": ["tiny"], "sticky": true, "nodeName": "node-a"}),
     );
     let r = add("e1", &conf).ok();
     assert_eq!(addresses(&r), ["10.42.0.3/29"]);
@@ -361,7 +361,10 @@ fn etcd_store_semantics_match_the_file_store() {
     call.netns = None;
     call.run("ippool", &gc).ok();
     let owners = etcd.keys("/rdma-cni/ippool/pools/tiny/owner/");
-    assert_eq!(owners, ["/rdma-cni/ippool/pools/tiny/owner/rail1/e2/net1"]);
+    assert_eq!(
+        owners,
+        ["/rdma-cni/ippool/pools/tiny/owner/rail1/node-a/e2/net1"]
+    );
     let mut status = call.with("STATUS");
     status.netns = None;
     status.run("ippool", &gc).ok();

@@ -5,10 +5,13 @@ use std::net::IpAddr;
 use super::spec::Pool;
 use crate::error::Error;
 
-/// Who holds an address: one attachment of one network.
+/// Who holds an address: one attachment of one network on one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub network: String,
+    /// The node whose runtime made the attachment: container IDs are only
+    /// unique per runtime, and a runtime's GC only knows its own node.
+    pub node: String,
     pub container_id: String,
     pub ifname: String,
     /// `namespace/name` of the pod, for sticky addresses.
@@ -51,6 +54,20 @@ pub struct Keep {
     pub ifname: String,
 }
 
+/// What one GC pass did to a pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Allocations of this network and node that the runtime no longer
+    /// knows: released.
+    pub released: Vec<IpAddr>,
+    /// Allocations recorded without a node (before allocations carried one)
+    /// that the runtime listed as live: recorded as this node's from now on.
+    pub adopted: Vec<IpAddr>,
+    /// Allocations recorded without a node that the runtime did not list:
+    /// maybe another node's, so left for their DEL.
+    pub unscoped: Vec<IpAddr>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Usage {
     pub allocated: u128,
@@ -58,7 +75,8 @@ pub struct Usage {
 }
 
 pub trait PoolStore {
-    /// The address `owner` holds in `pool`.
+    /// The address `owner` holds in `pool`: recorded for its node, or
+    /// without a node (allocations made before node scoping).
     fn find(&self, pool: &Pool, owner: &Owner) -> Result<Option<IpAddr>, Error>;
 
     /// One address of `pool` for `owner`: the one it already holds, else
@@ -80,8 +98,10 @@ pub trait PoolStore {
     /// Names of the pools the store holds state for.
     fn pools(&self) -> Result<Vec<String>, Error>;
 
-    /// Releases `network`'s allocations in `pool` whose attachment is not in `keep`.
-    fn gc(&self, pool: &str, network: &str, keep: &[Keep]) -> Result<Vec<IpAddr>, Error>;
+    /// Releases the allocations of `network` on `node` in `pool` whose
+    /// attachment is not in `keep`; never another node's, nor one recorded
+    /// without a node (those in `keep` become `node`'s).
+    fn gc(&self, pool: &str, network: &str, node: &str, keep: &[Keep]) -> Result<GcReport, Error>;
 
     fn usage(&self, pool: &Pool) -> Result<Usage, Error>;
 

@@ -11,6 +11,8 @@ use libcni::env::CniArgs;
 use libcni::pool::{Pool, load_pools};
 use serde::Deserialize;
 
+use crate::node;
+
 pub const DEFAULT_POOLS_DIR: &str = "/etc/cni/ippools.d";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/ippool";
 pub const DEFAULT_ETCD_PREFIX: &str = "/rdma-cni/ippool";
@@ -121,10 +123,13 @@ pub struct EtcdTls {
     pub cert_key: Option<(PathBuf, PathBuf)>,
 }
 
-/// What DEL, GC and STATUS need: the network, the store, stickiness.
+/// What DEL, GC and STATUS need: the network, this node, the store,
+/// stickiness.
 #[derive(Clone, Debug)]
 pub struct StoreSide {
     pub network: String,
+    /// Recorded with every allocation; GC judges only this node's.
+    pub node: String,
     pub store: StoreConf,
     pub sticky: bool,
 }
@@ -136,7 +141,6 @@ pub struct IppoolConf {
     pub pools: Vec<Pool>,
     pub v4_names: Vec<String>,
     pub v6_names: Vec<String>,
-    pub node: String,
     pub requested: Vec<IpAddr>,
 }
 
@@ -281,8 +285,10 @@ fn store_side(raw: &RawConf, ipam: &RawIpam) -> Result<StoreSide, Error> {
             ));
         }
     };
+    let node = node::this_node(ipam.node_name.as_deref())?;
     Ok(StoreSide {
         network,
+        node,
         store,
         sticky: ipam.sticky.unwrap_or(false),
     })
@@ -298,22 +304,6 @@ fn decode(raw: &serde_json::Value) -> Result<(RawConf, RawIpam), Error> {
 pub fn load_store_side(raw: &serde_json::Value) -> Result<StoreSide, Error> {
     let (c, ipam) = decode(raw)?;
     store_side(&c, &ipam)
-}
-
-fn node_name(configured: Option<String>) -> String {
-    configured
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            std::env::var("K8S_NODE_NAME")
-                .ok()
-                .filter(|n| !n.is_empty())
-        })
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_default()
 }
 
 /// `10.1.2.3` or `10.1.2.3/24` (the prefix is the pool's business).
@@ -382,7 +372,6 @@ impl IppoolConf {
                 .default_ipv6_ippool
                 .map(OneOrMany::into_vec)
                 .unwrap_or_default(),
-            node: node_name(ipam.node_name),
             requested,
         })
     }
@@ -400,7 +389,7 @@ impl IppoolConf {
             return Ok(self
                 .pools
                 .iter()
-                .filter(|p| p.default && p.is_v6() == v6 && p.serves_node(&self.node))
+                .filter(|p| p.default && p.is_v6() == v6 && p.serves_node(&self.side.node))
                 .collect());
         }
         let mut out = Vec::new();
@@ -424,7 +413,7 @@ impl IppoolConf {
                     format!("pool {name} is an IPv{} pool", if v6 { 4 } else { 6 }),
                 ));
             }
-            if pool.serves_node(&self.node) {
+            if pool.serves_node(&self.side.node) {
                 out.push(pool);
             }
         }
@@ -433,7 +422,7 @@ impl IppoolConf {
                 key,
                 format!(
                     "none of {names:?} serves node {:?} (see their nodeName)",
-                    self.node
+                    self.side.node
                 ),
             ));
         }
@@ -446,7 +435,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A config on node "n1" unless `ipam` names another: the tests do not
+    /// depend on the machine's hostname.
     fn conf(ipam: serde_json::Value) -> serde_json::Value {
+        let mut ipam = ipam;
+        let named = ipam
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case("nodeName")));
+        if !named {
+            ipam["nodeName"] = json!("n1");
+        }
         json!({"cniVersion": "1.0.0", "name": "rail1", "ipam": ipam})
     }
 
@@ -591,6 +589,19 @@ mod tests {
         match load(json!({"pools": pools(), "match_master_subnet": true})) {
             Err(e) => assert_eq!(e.code(), 2),
             Ok(_) => panic!("match_master_subnet accepted"),
+        }
+    }
+
+    #[test]
+    fn node_name_reaches_the_store_side_with_any_key_case() {
+        let s = load_store_side(&conf(json!({"NODENAME": "gpu-7"}))).expect("valid");
+        assert_eq!(s.node, "gpu-7");
+        match load_store_side(&conf(json!({"nodename": "GPU 7"}))) {
+            Err(Error::Config { key, reason }) => {
+                assert_eq!(key, "ipam.nodeName");
+                assert!(reason.contains("GPU 7"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

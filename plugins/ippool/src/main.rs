@@ -3,25 +3,27 @@
 //!
 //! ADD: per IP family, the pools selected for this node are tried in order;
 //! the attachment gets the address it already holds, else the one requested,
-//! else its pod's sticky address, else the next free one. DEL releases by
-//! (container, interface) in every pool. GC releases what the runtime no
-//! longer knows.
+//! else its pod's sticky address, else the next free one. Every allocation
+//! records this node (`nodeName`, else `$K8S_NODE_NAME`, else the hostname).
+//! DEL releases by (node, container, interface) in every pool. GC releases
+//! what this node's runtime no longer knows, never another node's.
 
 mod config;
+mod node;
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use libcni::error::StepExt;
 use libcni::failpoint;
-use libcni::pool::{FileStore, Keep, Owner, Pool, PoolStore};
+use libcni::pool::{FileStore, GcReport, Keep, Owner, Pool, PoolStore};
 use libcni::result::{CniResult, IpConfig, Route};
 use libcni::skel::{self, AttachRequest, CniPlugin, GcRequest, Request};
 use libcni::undo::Undo;
 use libcni::{Error, config::NetConf};
 use serde_json::Value;
 
-use config::{IppoolConf, StoreConf, load_store_side};
+use config::{IppoolConf, StoreConf, StoreSide, load_store_side};
 
 struct Ippool;
 
@@ -41,7 +43,7 @@ fn open_store(store: &StoreConf) -> Result<Box<dyn PoolStore>, Error> {
     }
 }
 
-fn owner(network: &str, req: &AttachRequest) -> Owner {
+fn owner(side: &StoreSide, req: &AttachRequest) -> Owner {
     let pod = match (
         req.args.get("K8S_POD_NAMESPACE"),
         req.args.get("K8S_POD_NAME"),
@@ -50,7 +52,8 @@ fn owner(network: &str, req: &AttachRequest) -> Owner {
         _ => None,
     };
     Owner {
-        network: network.to_string(),
+        network: side.network.clone(),
+        node: side.node.clone(),
         container_id: req.container_id.to_string(),
         ifname: req.ifname.to_string(),
         pod,
@@ -82,7 +85,7 @@ impl CniPlugin for Ippool {
     fn add(&self, req: &AttachRequest) -> Result<CniResult, Error> {
         let conf = IppoolConf::load(&req.req.raw, &req.args)?;
         let store = open_store(&conf.side.store)?;
-        let owner = owner(&conf.side.network, req);
+        let owner = owner(&conf.side, req);
         let mut undo = Undo::new();
         match allocate_all(&conf, &*store, &owner, &mut undo) {
             Ok(result) => {
@@ -96,7 +99,7 @@ impl CniPlugin for Ippool {
     fn del(&self, req: &AttachRequest) -> Result<(), Error> {
         let side = load_store_side(&req.req.raw)?;
         let store = open_store(&side.store)?;
-        let owner = owner(&side.network, req);
+        let owner = owner(&side, req);
         // Every pool the store knows: the config may have changed since ADD.
         let mut errors = Vec::new();
         for pool in store.pools()? {
@@ -113,7 +116,7 @@ impl CniPlugin for Ippool {
     fn check(&self, req: &AttachRequest) -> Result<(), Error> {
         let conf = IppoolConf::load(&req.req.raw, &req.args)?;
         let store = open_store(&conf.side.store)?;
-        let owner = owner(&conf.side.network, req);
+        let owner = owner(&conf.side, req);
         let prev = req
             .req
             .conf
@@ -175,11 +178,8 @@ impl CniPlugin for Ippool {
             .collect();
         let mut errors = Vec::new();
         for pool in store.pools()? {
-            match store.gc(&pool, &side.network, &keep) {
-                Ok(freed) if !freed.is_empty() => {
-                    tracing::info!(%pool, ?freed, "GC released stale allocations")
-                }
-                Ok(_) => {}
+            match store.gc(&pool, &side.network, &side.node, &keep) {
+                Ok(report) => log_gc(&pool, &side.node, &report),
                 Err(e) => errors.push(e.step(format!("GC of pool {pool}"))),
             }
         }
@@ -191,6 +191,20 @@ impl CniPlugin for Ippool {
         open_store(&side.store)
             .and_then(|s| s.check_ready())
             .map_err(|e| Error::NotAvailable(format!("IP pool store: {e}")))
+    }
+}
+
+fn log_gc(pool: &str, node: &str, report: &GcReport) {
+    if !report.released.is_empty() {
+        tracing::info!(%pool, node, released = ?report.released, "GC released stale allocations");
+    }
+    if !report.adopted.is_empty() {
+        tracing::info!(%pool, node, adopted = ?report.adopted,
+            "allocations recorded without a node are live here: now recorded as this node's");
+    }
+    if !report.unscoped.is_empty() {
+        tracing::info!(%pool, node, kept = ?report.unscoped,
+            "allocations recorded without a node (before node scoping) and not live here: maybe another node's, left for their DEL");
     }
 }
 
@@ -243,7 +257,7 @@ fn allocate_all<'a>(
             "ipam.default_ipv4_ippool",
             format!(
                 "no IP pool is selected for node {:?}: name pools in default_ipv4_ippool / default_ipv6_ippool or mark pools \"default\": true",
-                conf.node
+                conf.side.node
             ),
         ));
     }

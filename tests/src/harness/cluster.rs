@@ -227,6 +227,9 @@ impl Cluster {
             dir.join("cache"),
         );
         runtime.node_netns = Some(ns.path());
+        // The node's identity for ippool: every emulated node has the host's
+        // hostname, so each runtime passes its node name in the plugins'
+        // environment, as a node's container runtime can.
         runtime.env.push(("K8S_NODE_NAME".into(), name.clone()));
         let local = NodeLocal {
             state_root: dir.join("state"),

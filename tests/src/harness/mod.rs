@@ -46,7 +46,11 @@
 //! ippool's file store is node-local by design. One machine stands in for
 //! all nodes here, so the emulated nodes share one `dataDir`, which is what
 //! a cluster-wide store gives real nodes; on a real cluster use the etcd
-//! store or per-node pools.
+//! store or per-node pools. ippool records each allocation with its node,
+//! and the emulated nodes share the host's hostname (ippool's default node
+//! name), so each node's runtime runs the plugins with `K8S_NODE_NAME=<node>`
+//! in their environment: a node's GC then judges only its own allocations,
+//! as on a real cluster.
 
 pub mod cluster;
 pub mod cnitool;

@@ -338,6 +338,13 @@ impl Runtime {
         (v["kind"] == "cniCacheV1").then(|| v["result"].clone())
     }
 
+    /// Loses an attachment without DEL, as a runtime whose cache was lost
+    /// in a crash: only GC can release what its plugins hold.
+    pub fn forget(&self, list: &Conflist, att: &Attachment) -> Result<()> {
+        let file = self.cache_file(list, att);
+        std::fs::remove_file(&file).map_err(|e| setup(format!("removing {}: {e}", file.display())))
+    }
+
     /// ADD: the chain in order, prevResult threaded; caches the final result.
     pub fn add(&self, list: &Conflist, att: &Attachment) -> Result<Value> {
         let version = list.effective_version(&self.max_version);

@@ -3,19 +3,22 @@
 //! never both get it. Every request is bounded by the configured timeout; an
 //! unreachable etcd is "try again later" (CNI code 11), never a hang.
 //!
-//! Key layout under `<prefix>` (network names and pod identities are escaped
-//! or hashed so a key never gains a '/'):
+//! Key layout under `<prefix>` (network, node and attachment names are
+//! escaped and pod identities hashed, so a key never gains a '/'):
 //!
 //! | key | value |
 //! |---|---|
 //! | `/index/<pool>` | `""`: the pool has state here |
-//! | `/pools/<pool>/ip/<32 hex digits of the address>` | `{"ip","network","containerID","ifname","pod"}`, or `{"ip","stickyFor"}` while reserved for a pod |
-//! | `/pools/<pool>/owner/<network>/<containerID>/<ifname>` | the address held |
+//! | `/pools/<pool>/ip/<32 hex digits of the address>` | `{"ip","network","node","containerID","ifname","pod"}`, or `{"ip","stickyFor"}` while reserved for a pod |
+//! | `/pools/<pool>/owner/<network>/<node>/<containerID>/<ifname>` | the address held |
+//! | `/pools/<pool>/owner/<network>/<containerID>/<ifname>` | the same, written before allocations carried their node: found by DEL and CHECK, never written |
 //! | `/pools/<pool>/sticky/<pod hash>` | the address reserved for the pod |
 //! | `/pools/<pool>/cursor` | where the next search for a free address starts (hint) |
 //!
 //! Address keys are the address as a fixed-width hex number, so etcd's key
 //! order is address order and a window of the pool is one range request.
+//! The node in the owner key is what keeps a node's GC to its own node's
+//! allocations: a runtime's valid-attachments list covers only its node.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -27,10 +30,15 @@ use etcd_client::{
 };
 use serde_json::json;
 
-use super::ranges::{from_u128, to_u128};
+use super::ranges::from_u128;
 use super::spec::{Pool, valid_pool_name};
-use super::store::{Keep, Owner, PoolStore, Usage};
+use super::store::{GcReport, Keep, Owner, PoolStore, Usage};
 use crate::error::Error;
+use keys::{OwnerKey, addr_key};
+
+mod keys;
+#[cfg(test)]
+mod tests;
 
 /// Addresses examined per range request while looking for a free one.
 const WINDOW: u128 = 256;
@@ -55,21 +63,11 @@ pub struct EtcdStore {
     endpoints: String,
 }
 
-/// Keeps key components free of '/' and control bytes.
-fn escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn addr_key(ip: IpAddr) -> String {
-    format!("{:032x}", to_u128(ip))
+/// Where an owner's address is recorded, and that key's mod revision.
+struct Held {
+    ip: IpAddr,
+    key: String,
+    rev: i64,
 }
 
 fn read_pem(what: &str, path: &PathBuf) -> Result<Vec<u8>, Error> {
@@ -163,12 +161,19 @@ impl EtcdStore {
     fn owner_key(&self, pool: &str, owner: &Owner) -> Result<String, Error> {
         self.pool_key(
             pool,
-            &format!(
-                "owner/{}/{}/{}",
-                escape(&owner.network),
-                escape(&owner.container_id),
-                escape(&owner.ifname)
+            &keys::scoped_owner(
+                &owner.network,
+                &owner.node,
+                &owner.container_id,
+                &owner.ifname,
             ),
+        )
+    }
+
+    fn unscoped_owner_key(&self, pool: &str, owner: &Owner) -> Result<String, Error> {
+        self.pool_key(
+            pool,
+            &keys::unscoped_owner(&owner.network, &owner.container_id, &owner.ifname),
         )
     }
 
@@ -188,15 +193,81 @@ impl EtcdStore {
             .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
     }
 
-    fn held_by(&self, pool: &str, owner: &Owner) -> Result<Option<(IpAddr, i64)>, Error> {
-        Ok(self
-            .get_one(&self.owner_key(pool, owner)?)?
-            .and_then(|(v, rev)| {
-                std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .map(|ip| (ip, rev))
-            }))
+    /// What `owner` holds: recorded for its node, else recorded without a
+    /// node (before node scoping). Both keys in one request.
+    fn held_by(&self, pool: &str, owner: &Owner) -> Result<Option<Held>, Error> {
+        let keys = [
+            self.owner_key(pool, owner)?,
+            self.unscoped_owner_key(pool, owner)?,
+        ];
+        let txn = Txn::new().and_then(keys.clone().map(|k| TxnOp::get(k, None)));
+        let resp = self.call("find", self.client.clone().txn(txn))?;
+        Ok(held_in(&resp.op_responses(), keys))
+    }
+
+    /// Frees what `held` records, if that is still so; `sticky_for` keeps
+    /// the address reserved for a pod.
+    fn release_held(
+        &self,
+        pool: &str,
+        held: &Held,
+        sticky_for: Option<u64>,
+    ) -> Result<Option<IpAddr>, Error> {
+        let ip = held.ip;
+        let ip_key = self.ip_key(pool, ip)?;
+        let mut ops = vec![TxnOp::delete(held.key.clone(), None)];
+        match sticky_for {
+            Some(h) => {
+                ops.push(TxnOp::put(
+                    ip_key,
+                    json!({"ip": ip, "stickyFor": format!("{h:016x}")}).to_string(),
+                    None,
+                ));
+                ops.push(TxnOp::put(self.sticky_key(pool, h)?, ip.to_string(), None));
+            }
+            None => ops.push(TxnOp::delete(ip_key, None)),
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                held.key.clone(),
+                CompareOp::Equal,
+                held.rev,
+            )])
+            .and_then(ops);
+        let resp = self.call("release", self.client.clone().txn(txn))?;
+        Ok(resp.succeeded().then_some(ip))
+    }
+
+    /// Records an allocation made without a node as `owner`'s (whose node
+    /// the runtime vouched for): the owner key moves to the node's layout
+    /// and the address record names the node. False when it changed since
+    /// it was read, or its address record is not one this store writes.
+    fn adopt(&self, pool: &str, owner: &Owner, held: &Held) -> Result<bool, Error> {
+        let ip_key = self.ip_key(pool, held.ip)?;
+        let Some((value, ip_rev)) = self.get_one(&ip_key)? else {
+            return Ok(false);
+        };
+        let Ok(serde_json::Value::Object(mut record)) = serde_json::from_slice(&value) else {
+            return Ok(false);
+        };
+        if record.contains_key("stickyFor") {
+            return Ok(false);
+        }
+        record.insert("node".into(), json!(owner.node));
+        let scoped = self.owner_key(pool, owner)?;
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(held.key.clone(), CompareOp::Equal, held.rev),
+                Compare::mod_revision(ip_key.clone(), CompareOp::Equal, ip_rev),
+                Compare::create_revision(scoped.clone(), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::delete(held.key.clone(), None),
+                TxnOp::put(scoped, held.ip.to_string(), None),
+                TxnOp::put(ip_key, serde_json::Value::Object(record).to_string(), None),
+            ]);
+        let resp = self.call("adopt", self.client.clone().txn(txn))?;
+        Ok(resp.succeeded())
     }
 
     /// Tries to give `ip` to `owner`; `reserved_rev` is the mod revision of
@@ -210,8 +281,10 @@ impl EtcdStore {
     ) -> Result<Take, Error> {
         let ip_key = self.ip_key(&pool.name, ip)?;
         let owner_key = self.owner_key(&pool.name, owner)?;
-        let record = json!({"ip": ip, "network": owner.network, "containerID": owner.container_id,
-                            "ifname": owner.ifname, "pod": owner.pod})
+        let unscoped_key = self.unscoped_owner_key(&pool.name, owner)?;
+        let record = json!({"ip": ip, "network": owner.network, "node": owner.node,
+                            "containerID": owner.container_id, "ifname": owner.ifname,
+                            "pod": owner.pod})
         .to_string();
         let ip_free = match reserved_rev {
             None => Compare::create_revision(ip_key.clone(), CompareOp::Equal, 0),
@@ -226,28 +299,28 @@ impl EtcdStore {
         if let Some(h) = owner.pod_hash() {
             ops.push(TxnOp::delete(self.sticky_key(&pool.name, h)?, None));
         }
+        // Neither layout may hold the attachment already (a concurrent ADD).
         let txn = Txn::new()
             .when([
                 ip_free,
                 Compare::create_revision(owner_key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(unscoped_key.clone(), CompareOp::Equal, 0),
             ])
             .and_then(ops)
-            .or_else([TxnOp::get(owner_key, None)]);
+            .or_else([
+                TxnOp::get(owner_key.clone(), None),
+                TxnOp::get(unscoped_key.clone(), None),
+            ]);
         let resp = self.call("allocate", self.client.clone().txn(txn))?;
         if resp.succeeded() {
             return Ok(Take::Got(ip));
         }
-        for r in resp.op_responses() {
-            if let TxnOpResponse::Get(g) = r
-                && let Some(held) = g
-                    .kvs()
-                    .first()
-                    .and_then(|kv| kv.value_str().ok()?.parse().ok())
-            {
-                return Ok(Take::Got(held));
-            }
-        }
-        Ok(Take::Lost)
+        Ok(
+            match held_in(&resp.op_responses(), [owner_key, unscoped_key]) {
+                Some(held) => Take::Got(held.ip),
+                None => Take::Lost,
+            },
+        )
     }
 
     /// Index (in pool order) where the next scan starts.
@@ -325,6 +398,22 @@ enum Take {
     Lost,
 }
 
+/// The first of `keys` that the matching get responses show holding an
+/// address.
+fn held_in(responses: &[TxnOpResponse], keys: [String; 2]) -> Option<Held> {
+    responses.iter().zip(keys).find_map(|(r, key)| {
+        let TxnOpResponse::Get(g) = r else {
+            return None;
+        };
+        let kv = g.kvs().first()?;
+        Some(Held {
+            ip: kv.value_str().ok()?.parse().ok()?,
+            key,
+            rev: kv.mod_revision(),
+        })
+    })
+}
+
 fn unreachable(endpoints: &str, why: &str) -> Error {
     Error::TryAgain(format!(
         "etcd at {endpoints} is unavailable ({why}); check ipam.etcd: the endpoints, cacert (the CA that signed etcd's certificate), cert and key (a client certificate etcd trusts) and username/password"
@@ -333,7 +422,7 @@ fn unreachable(endpoints: &str, why: &str) -> Error {
 
 impl PoolStore for EtcdStore {
     fn find(&self, pool: &Pool, owner: &Owner) -> Result<Option<IpAddr>, Error> {
-        Ok(self.held_by(&pool.name, owner)?.map(|(ip, _)| ip))
+        Ok(self.held_by(&pool.name, owner)?.map(|h| h.ip))
     }
 
     fn allocate(
@@ -400,28 +489,10 @@ impl PoolStore for EtcdStore {
     }
 
     fn release(&self, pool: &str, owner: &Owner, sticky: bool) -> Result<Option<IpAddr>, Error> {
-        let Some((ip, rev)) = self.held_by(pool, owner)? else {
-            return Ok(None);
-        };
-        let owner_key = self.owner_key(pool, owner)?;
-        let ip_key = self.ip_key(pool, ip)?;
-        let mut ops = vec![TxnOp::delete(owner_key.clone(), None)];
-        match owner.pod_hash().filter(|_| sticky) {
-            Some(h) => {
-                ops.push(TxnOp::put(
-                    ip_key,
-                    json!({"ip": ip, "stickyFor": format!("{h:016x}")}).to_string(),
-                    None,
-                ));
-                ops.push(TxnOp::put(self.sticky_key(pool, h)?, ip.to_string(), None));
-            }
-            None => ops.push(TxnOp::delete(ip_key, None)),
+        match self.held_by(pool, owner)? {
+            Some(held) => self.release_held(pool, &held, owner.pod_hash().filter(|_| sticky)),
+            None => Ok(None),
         }
-        let txn = Txn::new()
-            .when([Compare::mod_revision(owner_key, CompareOp::Equal, rev)])
-            .and_then(ops);
-        let resp = self.call("release", self.client.clone().txn(txn))?;
-        Ok(resp.succeeded().then_some(ip))
     }
 
     fn pools(&self) -> Result<Vec<String>, Error> {
@@ -441,41 +512,68 @@ impl PoolStore for EtcdStore {
             .collect())
     }
 
-    fn gc(&self, pool: &str, network: &str, keep: &[Keep]) -> Result<Vec<IpAddr>, Error> {
-        let prefix = self.pool_key(pool, &format!("owner/{}/", escape(network)))?;
+    fn gc(&self, pool: &str, network: &str, node: &str, keep: &[Keep]) -> Result<GcReport, Error> {
+        let prefix = self.pool_key(pool, &keys::owner_prefix(network))?;
+        // With values: they are the addresses, and their revisions make
+        // each release conditional on the record being unchanged.
         let resp = self.call(
             "list owners",
-            self.client.clone().get(
-                prefix.clone(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            ),
+            self.client
+                .clone()
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
         )?;
-        let kept: Vec<(String, String)> = keep
-            .iter()
-            .map(|k| (escape(&k.container_id), escape(&k.ifname)))
-            .collect();
-        let mut freed = Vec::new();
+        let live = |cid: &str, ifname: &str| {
+            keep.iter()
+                .any(|k| k.container_id == cid && k.ifname == ifname)
+        };
+        let mut report = GcReport::default();
         for kv in resp.kvs() {
-            let Some(rest) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) else {
+            let Ok(key) = kv.key_str() else { continue };
+            let (Some(rest), Some(ip)) = (
+                key.strip_prefix(&prefix),
+                kv.value_str().ok().and_then(|v| v.parse().ok()),
+            ) else {
                 continue;
             };
-            let Some((cid, ifname)) = rest.split_once('/') else {
-                continue;
+            let held = Held {
+                ip,
+                key: key.to_string(),
+                rev: kv.mod_revision(),
             };
-            if kept.iter().any(|(c, i)| c == cid && i == ifname) {
-                continue;
-            }
-            let stale = Owner {
-                network: network.to_string(),
-                container_id: unescape(cid),
-                ifname: unescape(ifname),
-                pod: None,
-            };
-            if let Some(ip) = self.release(pool, &stale, false)? {
-                freed.push(ip);
+            match OwnerKey::parse(rest) {
+                Some(OwnerKey::Scoped {
+                    node: n,
+                    container_id,
+                    ifname,
+                }) if n == node && !live(&container_id, &ifname) => {
+                    if let Some(ip) = self.release_held(pool, &held, None)? {
+                        report.released.push(ip);
+                    }
+                }
+                Some(OwnerKey::Unscoped {
+                    container_id,
+                    ifname,
+                }) => {
+                    let owner = Owner {
+                        network: network.to_string(),
+                        node: node.to_string(),
+                        container_id,
+                        ifname,
+                        pod: None,
+                    };
+                    if live(&owner.container_id, &owner.ifname)
+                        && self.adopt(pool, &owner, &held)?
+                    {
+                        report.adopted.push(ip);
+                    } else {
+                        report.unscoped.push(ip);
+                    }
+                }
+                // Another node's, a live one of ours, or not a key we write.
+                _ => {}
             }
         }
-        Ok(freed)
+        Ok(report)
     }
 
     fn usage(&self, pool: &Pool) -> Result<Usage, Error> {
@@ -495,40 +593,5 @@ impl PoolStore for EtcdStore {
 
     fn check_ready(&self) -> Result<(), Error> {
         self.call("status", self.client.clone().status()).map(drop)
-    }
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_escape_and_sort_by_address() {
-        assert_eq!(escape("rail/1 x"), "rail%2F1%20x");
-        assert_eq!(unescape(&escape("n%et/1")), "n%et/1");
-        let a = addr_key("10.0.0.9".parse().expect("ip"));
-        let b = addr_key("10.0.0.10".parse().expect("ip"));
-        assert!(a < b, "key order must be address order");
-        assert_eq!(a.len(), 32);
     }
 }
