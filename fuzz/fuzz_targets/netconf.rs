@@ -27,6 +27,10 @@ mod ib_sriov_config;
 #[allow(dead_code)]
 #[path = "../../plugins/ippool/src/config.rs"]
 mod ippool_config;
+// ippool's config names this node through `crate::node`.
+#[allow(dead_code)]
+#[path = "../../plugins/ippool/src/node.rs"]
+mod node;
 
 #[allow(dead_code)]
 #[path = "../../plugins/coordinator/src/config.rs"]
