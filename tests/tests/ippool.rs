@@ -46,17 +46,6 @@ fn del(cid: &str, conf: &Value) -> Outcome {
     Call::new("DEL", cid, NS, "net1").run("ippool", conf)
 }
 
-fn addresses(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|ip| ip["address"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn rail_pool_add_is_idempotent_del_twice_and_result_shape() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -40,17 +40,6 @@ fn etcd_conf(etcd: &Etcd, ipam: Value) -> Value {
     c
 }
 
-fn addresses(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|ip| ip["address"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// What one node's runtime runs ippool with: its config and environment.
 #[derive(Clone)]
 struct OnNode {

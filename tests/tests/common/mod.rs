@@ -373,6 +373,18 @@ pub fn fresh_vf() -> Value {
 /// JSON with object keys sorted (the harness's, shared by every test).
 pub use integration::harness::canonical;
 
+/// The `address` of each entry of a CNI result's `ips`.
+pub fn addresses(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|ip| ip["address"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Writes an executable shell script `name` into `dir` (a fake plugin).
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
