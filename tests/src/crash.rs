@@ -207,7 +207,7 @@ pub fn failpoints_in_source(root: &Path) -> BTreeSet<String> {
 }
 
 /// Every file under `dir`, relative path -> content: JSON records verbatim,
-/// lock files as "(lock)", the ippool file store's pools as their usage
+/// lock files as "(lock)", per-boot markers as "(boot marker)", the ippool file store's pools as their usage
 /// (`FileStore::inspect`; the raw bytes hold a next-fit cursor and commit
 /// sequence numbers that move on every operation by design), anything else
 /// as text. Temporary files are included: a leftover one is a leak.
@@ -228,6 +228,8 @@ pub fn files_with_content(dir: &Path) -> BTreeMap<String, String> {
             let name = e.file_name().to_string_lossy().into_owned();
             let content = if name.ends_with(".lock") {
                 "(lock)".to_string()
+            } else if crate::harness::is_boot_marker(&name) {
+                "(boot marker)".to_string()
             } else if let Some(pool) = name.strip_suffix(".state") {
                 pool_usage(dir, pool)
             } else {

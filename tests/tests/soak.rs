@@ -521,9 +521,12 @@ fn pods_come_and_go_with_kills_and_nothing_leaks_or_is_double_allocated() {
             files.insert(format!("{sub}/{k}"), v);
         }
     }
-    // The steady state: directories, lock files, pool files.
+    // The steady state: directories, lock files, per-boot markers, pool files.
     for (f, content) in &files {
-        let steady = f.ends_with('/') || content == "(lock)" || f.ends_with(".state");
+        let steady = f.ends_with('/')
+            || content == "(lock)"
+            || content == "(boot marker)"
+            || f.ends_with(".state");
         if !steady {
             leaks.push(format!(
                 "state file {f} left: {}",

@@ -948,3 +948,68 @@ fn a_vfs_own_mac_is_given_back_by_clearing_the_admin_mac() {
     failed.err();
     assert_eq!(node.snapshot(), before);
 }
+
+/// Records of an earlier boot as a power loss leaves unsynced files: a torn
+/// attachment record and a torn VF owner, under that boot's marker.
+fn records_of_an_earlier_boot(node: &FakeNode, marker_boot: &str) {
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    let marker = format!(r#"{{"version":1,"bootID":"{marker_boot}"}}"#);
+    for (dir, torn) in [
+        ("attachments", "ctr-old:net1.json".to_string()),
+        ("pci", node.vfs[0].pci.clone()),
+    ] {
+        let d = node.state.join(dir);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join(".boot_id"), &marker).expect("marker");
+        std::fs::write(d.join(&torn), b"{\"version\":1,\"ne").expect("torn record");
+        let f = std::fs::File::options()
+            .write(true)
+            .open(d.join(&torn))
+            .expect("open");
+        f.set_modified(day_ago).expect("age the record");
+    }
+}
+
+#[test]
+#[cfg_attr(not(feature = "root-tests"), ignore = "needs root")]
+fn torn_records_of_an_earlier_boot_are_swept_and_this_boots_are_not() {
+    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("boot id")
+        .trim()
+        .to_string();
+
+    // Control: the same torn records stamped with this boot are reported,
+    // never swept (a record of this boot may be a live pod's).
+    let node = FakeNode::new(1, 1500);
+    records_of_an_earlier_boot(&node, &this_boot);
+    let gone = Netns::new("gone");
+    let conf = node.conf(&node.vfs[0].pci, json!({}));
+    let e = Call::new("DEL", "ctr-old", &gone.path(), "net1")
+        .run("sriov", &conf)
+        .err();
+    assert!(
+        e["msg"].as_str().is_some_and(|m| m.contains("corrupt")),
+        "{e}"
+    );
+    assert!(node.state.join("attachments/ctr-old:net1.json").exists());
+
+    // After a reboot the runtime's late DEL succeeds and the VF is free.
+    let node = FakeNode::new(1, 1500);
+    records_of_an_earlier_boot(&node, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+    let conf = node.conf(&node.vfs[0].pci, json!({}));
+    Call::new("DEL", "ctr-old", &gone.path(), "net1")
+        .run("sriov", &conf)
+        .ok();
+    assert_eq!(list_files(&node.state), Vec::<String>::new());
+    let pod = Netns::new("pod");
+    let call = Call::new("ADD", "ctr-new", &pod.path(), "net1");
+    call.run("sriov", &conf).ok();
+    assert!(pod.has_link("net1"));
+    for dir in ["attachments", "pci"] {
+        let marker =
+            std::fs::read_to_string(node.state.join(dir).join(".boot_id")).expect("marker");
+        assert!(marker.contains(&this_boot), "{dir}: {marker}");
+    }
+    call.with("DEL").run("sriov", &conf).ok();
+    assert_eq!(list_files(&node.state), Vec::<String>::new());
+}

@@ -156,7 +156,8 @@ with_prev() { # <conf> <result>
 # Regular files of the state dir (lock files persist by design, as sriov-cni's).
 state_files() {
     [ -d "$VM_STATE" ] || return 0
-    find "$VM_STATE" -type f ! -name '*.lock' | sort | tr '\n' ' '
+    # Lock files and per-boot markers (.boot_id) stay by design.
+    find "$VM_STATE" -type f ! -name '*.lock' ! -name .boot_id | sort | tr '\n' ' '
 }
 
 pod_netns() { # <name>: a fresh netns with lo up; prints its path

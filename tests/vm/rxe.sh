@@ -61,7 +61,7 @@ mkdir -p "$fake_sys/bus/pci/devices/0000:00:1f.7/infiniband/rxe0"
 rdma_conf=$(jq -cn --arg s "$RDMA_STATE" --arg f "$fake_sys" \
     '{cniVersion: "1.0.0", name: "rail", type: "rdma", deviceID: "0000:00:1f.7", stateDir: $s, sysfsRoot: $f,
       prevResult: {cniVersion: "1.0.0", interfaces: [{name: "net1"}], ips: []}}')
-rdma_state_files() { [ -d "$RDMA_STATE" ] && find "$RDMA_STATE" -type f ! -name '*.lock' | sort | tr '\n' ' '; true; }
+rdma_state_files() { [ -d "$RDMA_STATE" ] && find "$RDMA_STATE" -type f ! -name '*.lock' ! -name .boot_id | sort | tr '\n' ' '; true; }
 rxe_in_host() { rdma dev show rxe0 >/dev/null 2>&1; }
 set_mode() { # <mode>: retried, a deleted netns leaves the kernel's list asynchronously
     wait_for 30 rdma system set netns "$1" || fail "rdma system set netns $1 kept failing"

@@ -9,12 +9,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::StateError;
+use super::boot::{self, Lifetime};
 
 /// A directory holding state files. Names passed to its methods are single
 /// path components built from validated identifiers; anything else is refused.
 #[derive(Clone, Debug)]
 pub struct StateDir {
     path: PathBuf,
+    lifetime: Lifetime,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
@@ -63,8 +65,15 @@ pub(super) const OPEN_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_CLOEXEC | 
 impl StateDir {
     /// Opens (creating with 0700 if needed) a state directory. The directory
     /// itself must not be a symlink and must belong to us; group/other access
-    /// bits are removed.
+    /// bits are removed. What it records is durable.
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
+        StateDir::open_with(path, &Lifetime::Durable)
+    }
+
+    /// As `open`, for records that last `lifetime`. A per-boot directory is
+    /// claimed for this boot first (see `boot`): the records of an earlier
+    /// boot are swept before anything reads them.
+    pub fn open_with(path: &Path, lifetime: &Lifetime) -> Result<StateDir, StateError> {
         if !path.is_absolute() || path.components().any(|c| c.as_os_str() == "..") {
             return Err(StateError::BadPath {
                 path: path.to_path_buf(),
@@ -93,8 +102,12 @@ impl StateDir {
         }
         let dir = StateDir {
             path: path.to_path_buf(),
+            lifetime: lifetime.clone(),
         };
         dir.sweep_stale_temp_files();
+        if let Lifetime::Boot(id) = lifetime {
+            boot::claim(&dir, id)?;
+        }
         Ok(dir)
     }
 
@@ -131,9 +144,14 @@ impl StateDir {
         &self.path
     }
 
-    /// A subdirectory, opened with the same rules.
+    /// A subdirectory, opened with the same rules and lifetime.
     pub fn subdir(&self, name: &str) -> Result<StateDir, StateError> {
-        StateDir::open(&self.entry(name)?)
+        StateDir::open_with(&self.entry(name)?, &self.lifetime)
+    }
+
+    /// A subdirectory whose records last `lifetime`.
+    pub fn subdir_with(&self, name: &str, lifetime: &Lifetime) -> Result<StateDir, StateError> {
+        StateDir::open_with(&self.entry(name)?, lifetime)
     }
 
     /// The path of entry `name`; `name` must be one plain path component.
@@ -196,16 +214,37 @@ impl StateDir {
         Ok(Some(file))
     }
 
-    /// Writes a file atomically: temp file (0600, O_EXCL), fsync, rename, fsync dir.
+    /// Writes a file atomically: temp file (0600, O_EXCL), rename; in a
+    /// durable directory with an fsync of the file before the rename and of
+    /// the directory after it.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
         self.replace(name, &[bytes], true)
     }
 
-    /// Atomic replace from several buffers (no concatenation copy). A crash
-    /// at any point leaves the old or the new content. `durable` also fsyncs
-    /// the directory so the new content survives a power loss; without it a
-    /// power loss may bring back the previous content (still whole).
+    /// Atomic replace from several buffers (no concatenation copy). A killed
+    /// process leaves the old or the new content. In a durable directory the
+    /// file is fsynced before the rename, so a power loss cannot tear it, and
+    /// `durable` also fsyncs the directory so the new content survives a
+    /// power loss; without it a power loss may bring back the previous
+    /// content (still whole). A per-boot directory syncs nothing.
     pub fn replace(&self, name: &str, parts: &[&[u8]], durable: bool) -> Result<(), StateError> {
+        let on_disk = self.lifetime.is_durable();
+        self.replace_synced(name, parts, on_disk, durable && on_disk)
+    }
+
+    /// `replace` with both fsyncs whatever the lifetime: for the per-boot
+    /// marker, which must outlive the boot it names.
+    pub(super) fn replace_durably(&self, name: &str, parts: &[&[u8]]) -> Result<(), StateError> {
+        self.replace_synced(name, parts, true, true)
+    }
+
+    fn replace_synced(
+        &self,
+        name: &str,
+        parts: &[&[u8]],
+        sync_file: bool,
+        sync_dir: bool,
+    ) -> Result<(), StateError> {
         let path = self.entry(name)?;
         // The rename would replace a symlink or another owner's file without
         // following it; refuse anyway, as reads do, so tampering is reported
@@ -230,14 +269,16 @@ impl StateDir {
             for part in parts {
                 file.write_all(part).map_err(io_err("write", &tmp))?;
             }
-            file.sync_all().map_err(io_err("fsync", &tmp))?;
+            if sync_file {
+                file.sync_all().map_err(io_err("fsync", &tmp))?;
+            }
             crate::failpoint::hit("state.write.before_rename").map_err(|e| StateError::Io {
                 op: "write (failpoint)",
                 path: path.clone(),
                 source: io::Error::other(e.to_string()),
             })?;
             fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-            if durable { self.sync() } else { Ok(()) }
+            if sync_dir { self.sync() } else { Ok(()) }
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -250,7 +291,9 @@ impl StateDir {
         let path = self.entry(name)?;
         match fs::remove_file(&path) {
             Ok(()) => {
-                self.sync()?;
+                if self.lifetime.is_durable() {
+                    self.sync()?;
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),

@@ -1,6 +1,8 @@
 //! State on disk: atomic writes, 0600 files in 0700 directories, versioned
-//! JSON, symlinks and foreign owners refused, locks with timeouts.
+//! JSON, symlinks and foreign owners refused, locks with timeouts; durable,
+//! or per boot where what is recorded cannot outlive the boot.
 
+mod boot;
 mod dir;
 mod double;
 mod lock;
@@ -9,6 +11,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use boot::{BootId, Lifetime};
 pub use dir::StateDir;
 pub use double::DoubleBufferedFile;
 pub use lock::FileLock;

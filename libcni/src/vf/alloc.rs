@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::ids::{ContainerId, IfName, PciAddr};
 use crate::netns::NetNs;
-use crate::state::{FileLock, StateDir};
+use crate::state::{FileLock, Lifetime, StateDir};
 
 const VERSION: u32 = 1;
 
@@ -48,10 +48,12 @@ pub struct VfAllocations {
 }
 
 impl VfAllocations {
-    /// `<state>/pci` and `<state>/pci/vf_lock`.
-    pub fn open(state: &StateDir) -> Result<VfAllocations, Error> {
-        let dir = state.subdir("pci")?;
-        let locks = dir.subdir("vf_lock")?;
+    /// `<state>/pci` and `<state>/pci/vf_lock`. Owners last `lifetime`:
+    /// per boot in the plugins, since a reboot frees every VF.
+    pub fn open(state: &StateDir, lifetime: &Lifetime) -> Result<VfAllocations, Error> {
+        let dir = state.subdir_with("pci", lifetime)?;
+        // Lock files hold no data: nothing there to sync or sweep.
+        let locks = dir.subdir_with("vf_lock", &Lifetime::Durable)?;
         Ok(VfAllocations { dir, locks })
     }
 
@@ -168,7 +170,11 @@ mod tests {
     #[test]
     fn live_owner_blocks_dead_owner_is_reclaimed() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let allocs = VfAllocations::open(&StateDir::open(tmp.path()).expect("dir")).expect("open");
+        let allocs = VfAllocations::open(
+            &StateDir::open(tmp.path()).expect("dir"),
+            &Lifetime::this_boot(),
+        )
+        .expect("open");
         let (pci, cid, ifname) = ids();
         // Our own netns is alive: another container claiming the VF is refused.
         allocs
@@ -198,7 +204,7 @@ mod tests {
     fn reads_sriov_cni_plain_text_records() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let state = StateDir::open(tmp.path()).expect("dir");
-        let allocs = VfAllocations::open(&state).expect("open");
+        let allocs = VfAllocations::open(&state, &Lifetime::Durable).expect("open");
         let (pci, cid, ifname) = ids();
         state
             .subdir("pci")

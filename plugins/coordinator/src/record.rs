@@ -12,7 +12,7 @@ use libcni::Error;
 use libcni::ids::{ContainerId, IfName};
 use libcni::netlink::RouteSocket;
 use libcni::policy::Applied;
-use libcni::state::{FileLock, StateDir};
+use libcni::state::{FileLock, Lifetime, StateDir};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MAX_TABLE, reserved_table};
@@ -49,7 +49,9 @@ fn file_name(cid: &str, ifname: &str) -> String {
 impl Records {
     pub fn open(dir: &std::path::Path) -> Result<Records, Error> {
         Ok(Records {
-            dir: StateDir::open(dir)?,
+            // The routes, rules and sysctls recorded live in the pod's
+            // netns, which no reboot keeps: per boot.
+            dir: StateDir::open_with(dir, &Lifetime::this_boot())?,
         })
     }
 

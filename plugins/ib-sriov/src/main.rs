@@ -23,7 +23,7 @@ use libcni::netns::NetNs;
 use libcni::rdma::{ConnectBackends, RdmaBackends, RdmaControl, RdmaParent, require_exclusive};
 use libcni::result::{CniResult, Interface};
 use libcni::skel::{self, AttachRequest, CniPlugin, GcRequest, Request};
-use libcni::state::StateDir;
+use libcni::state::{Lifetime, StateDir};
 use libcni::sysfs::{Sysfs, VfRef};
 use libcni::undo::Undo;
 use libcni::vf::{self, Guid, VfAllocations, VfHwState, VfProgrammer, VfSettings};
@@ -84,12 +84,14 @@ struct Node {
 impl Node {
     fn open(paths: &Paths, backends: ConnectBackends) -> Result<Node, Error> {
         let state = StateDir::open(&paths.state_dir)?;
+        // Records and VF owners describe what a reboot undoes: per boot.
+        let this_boot = Lifetime::this_boot();
         let sysfs = Sysfs::new(&paths.sysfs_root);
         let RdmaBackends { pf, rdma } = backends(&sysfs)?;
         Ok(Node {
-            records: state.subdir("attachments")?,
+            records: state.subdir_with("attachments", &this_boot)?,
             transit: state.subdir("transit")?,
-            allocs: VfAllocations::open(&state)?,
+            allocs: VfAllocations::open(&state, &this_boot)?,
             host_ns: NetNs::current()?,
             host: RouteSocket::new()?,
             sysfs,

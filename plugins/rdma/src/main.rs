@@ -16,7 +16,7 @@ use libcni::netns::NetNs;
 use libcni::rdma::{ConnectBackends, RdmaBackends, RdmaParent, require_exclusive};
 use libcni::result::CniResult;
 use libcni::skel::{self, AttachRequest, CniPlugin, GcRequest, Request};
-use libcni::state::StateDir;
+use libcni::state::{Lifetime, StateDir};
 use libcni::sysfs::Sysfs;
 use libcni::undo::Undo;
 use libcni::vf::VfProgrammer;
@@ -25,6 +25,15 @@ use serde::{Deserialize, Serialize};
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/cni/rdma";
 const VERSION: u32 = 1;
+
+/// Where attachments are recorded. An RDMA device's namespace does not
+/// outlive the boot, and neither do the records: per boot, no fsync.
+fn records_dir(conf: &RdmaConf) -> Result<StateDir, Error> {
+    Ok(StateDir::open_with(
+        &conf.state_dir,
+        &Lifetime::this_boot(),
+    )?)
+}
 
 struct Rdma {
     /// The kernel in production, simulations in test builds.
@@ -184,7 +193,7 @@ impl CniPlugin for Rdma {
             .as_deref()
             .ok_or_else(|| Error::Internal("ADD without CNI_NETNS".into()))?;
         let (pod, host) = (NetNs::open(netns)?, NetNs::current()?);
-        let dir = StateDir::open(&conf.state_dir)?;
+        let dir = records_dir(&conf)?;
         let name = record_name(req.container_id.as_str(), req.ifname.as_str());
         if let Some(held) = dir.read_json::<RdmaRecord>(&name, VERSION)? {
             // Overwriting it would lose the only note of where that device is.
@@ -232,7 +241,7 @@ impl CniPlugin for Rdma {
 
     fn del(&self, req: &AttachRequest) -> Result<(), Error> {
         let conf = RdmaConf::load(&req.req.raw)?;
-        let dir = StateDir::open(&conf.state_dir)?;
+        let dir = records_dir(&conf)?;
         let name = record_name(req.container_id.as_str(), req.ifname.as_str());
         let Some(record) = dir.read_json::<RdmaRecord>(&name, VERSION)? else {
             return Ok(());
@@ -254,7 +263,7 @@ impl CniPlugin for Rdma {
 
     fn check(&self, req: &AttachRequest) -> Result<(), Error> {
         let conf = RdmaConf::load(&req.req.raw)?;
-        let dir = StateDir::open(&conf.state_dir)?;
+        let dir = records_dir(&conf)?;
         let record = dir
             .read_json::<RdmaRecord>(
                 &record_name(req.container_id.as_str(), req.ifname.as_str()),
@@ -275,7 +284,7 @@ impl CniPlugin for Rdma {
 
     fn gc(&self, req: &GcRequest) -> Result<(), Error> {
         let conf = RdmaConf::load(&req.req.raw)?;
-        let dir = StateDir::open(&conf.state_dir)?;
+        let dir = records_dir(&conf)?;
         for name in dir.list()? {
             if let Ok(Some(r)) = dir.read_json::<RdmaRecord>(&name, VERSION)
                 && req.covers(r.network.as_deref())

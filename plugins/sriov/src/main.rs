@@ -24,7 +24,7 @@ use libcni::netlink::{Link, RouteSocket};
 use libcni::netns::NetNs;
 use libcni::result::{CniResult, Interface};
 use libcni::skel::{self, AttachRequest, CniPlugin, GcRequest, Request};
-use libcni::state::StateDir;
+use libcni::state::{Lifetime, StateDir};
 use libcni::sysfs::{Sysfs, VfRef};
 use libcni::undo::Undo;
 use libcni::version::SpecVersion;
@@ -66,11 +66,12 @@ struct Node {
 impl Node {
     fn open(paths: &Paths, backend: PfBackend) -> Result<Node, Error> {
         let state = StateDir::open(&paths.state_dir)?;
+        let this_boot = Lifetime::this_boot();
         let sysfs = Sysfs::new(&paths.sysfs_root);
         Ok(Node {
-            records: Records::open(&state)?,
+            records: Records::open(&state, &this_boot)?,
             transit: state.subdir("transit")?,
-            allocs: VfAllocations::open(&state)?,
+            allocs: VfAllocations::open(&state, &this_boot)?,
             host_ns: NetNs::current()?,
             host: RouteSocket::new()?,
             pf: backend(&sysfs)?,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use libcni::Error;
 use libcni::ids::{ContainerId, IfName, MacAddr, PciAddr};
 use libcni::netdev::NetdevOrigin;
-use libcni::state::StateDir;
+use libcni::state::{Lifetime, StateDir};
 use libcni::vf::{LinkState, TxRate, VfHwState, VfSettings, Vlan, VlanProto};
 use serde::{Deserialize, Serialize};
 
@@ -136,9 +136,11 @@ fn legacy_owner(name: &str) -> Option<(&str, &str)> {
 }
 
 impl Records {
-    pub fn open(state: &StateDir) -> Result<Records, Error> {
+    /// Ours last the boot (the VF settings they restore do not outlive
+    /// it); sriov-cni's are read where it left them, `state` itself.
+    pub fn open(state: &StateDir, lifetime: &Lifetime) -> Result<Records, Error> {
         Ok(Records {
-            ours: state.subdir("attachments")?,
+            ours: state.subdir_with("attachments", lifetime)?,
             legacy: state.clone(),
         })
     }
@@ -424,7 +426,7 @@ mod tests {
     fn records_round_trip_and_list_both_formats() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let state = StateDir::open(tmp.path()).expect("state");
-        let records = Records::open(&state).expect("records");
+        let records = Records::open(&state, &Lifetime::this_boot()).expect("records");
         let cid = ContainerId::parse("c-2").expect("cid");
         let ifname = IfName::parse("net1").expect("ifname");
         let pci = PciAddr::parse("0000:af:06.1").expect("pci");
@@ -466,7 +468,7 @@ mod tests {
         // of ctrx/b-net1 used to release the VF of pod ctrx-b (file ctrx-b-net1).
         let tmp = tempfile::tempdir().expect("tempdir");
         let state = StateDir::open(tmp.path()).expect("state");
-        let records = Records::open(&state).expect("records");
+        let records = Records::open(&state, &Lifetime::this_boot()).expect("records");
         state
             .write("ctrx-b-net1", GO_CACHE.as_bytes())
             .expect("legacy");

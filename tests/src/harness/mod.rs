@@ -195,6 +195,14 @@ pub fn canonical(v: &Value) -> String {
     sort(v).to_string()
 }
 
+/// A per-boot state directory's marker and its lock (libcni's
+/// `state::boot`): written on a directory's first use in a boot and kept
+/// for the rest of it, as lock files are, so they are no leak.
+pub fn is_boot_marker(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name == ".boot_id" || name == ".boot_id.lock"
+}
+
 /// Regular files under `dir`, relative, sorted.
 pub fn files_under(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {

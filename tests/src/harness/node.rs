@@ -68,7 +68,7 @@ impl Node {
         s.insert("rdma devices moved".into(), canonical(&rdma["devices"]));
         let files: Vec<String> = files_under(&self.dir.join("state"))
             .into_iter()
-            .filter(|f| !f.ends_with(".lock"))
+            .filter(|f| !f.ends_with(".lock") && !super::is_boot_marker(f))
             .collect();
         s.insert("state files".into(), files.join(","));
         s.insert(
@@ -83,11 +83,12 @@ impl Node {
         Ok(s)
     }
 
-    /// The lock files in the plugins' state dirs, relative, sorted.
+    /// The lock files in the plugins' state dirs, relative, sorted (the
+    /// per-boot markers' locks aside).
     pub fn lock_files(&self) -> Vec<String> {
         files_under(&self.dir.join("state"))
             .into_iter()
-            .filter(|f| f.ends_with(".lock"))
+            .filter(|f| f.ends_with(".lock") && !super::is_boot_marker(f))
             .collect()
     }
 

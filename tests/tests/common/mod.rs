@@ -410,8 +410,8 @@ esac"#,
     )
 }
 
-/// Regular files under `dir`, relative, sorted (lock files excluded: they
-/// persist by design, like sriov-cni's).
+/// Regular files under `dir`, relative, sorted (lock files and per-boot
+/// markers excluded: they persist by design, like sriov-cni's locks).
 pub fn list_files(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -421,7 +421,9 @@ pub fn list_files(dir: &Path) -> Vec<String> {
             let p = e.path();
             if p.is_dir() {
                 walk(base, &p, out);
-            } else if !p.to_string_lossy().ends_with(".lock") {
+            } else if !p.to_string_lossy().ends_with(".lock")
+                && !integration::harness::is_boot_marker(&p.to_string_lossy())
+            {
                 out.push(p.strip_prefix(base).unwrap_or(&p).display().to_string());
             }
         }
