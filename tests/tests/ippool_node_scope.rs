@@ -253,3 +253,81 @@ fn an_invalid_node_name_is_invalid_config_naming_key_and_value() {
         "a bad node name changed the store"
     );
 }
+
+/// ippool run as on a host whose hostname makes no node name (a UTS
+/// namespace of its own named `gpu_node_7`), with neither nodeName nor
+/// K8S_NODE_NAME set.
+fn on_a_nameless_host(cmd: &str, cid: &str, conf: &Value) -> Outcome {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--uts",
+        "sh",
+        "-c",
+        "echo gpu_node_7 > /proc/sys/kernel/hostname && exec \"$0\"",
+    ])
+    .arg(bin("ippool"))
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    .env("CNI_COMMAND", cmd)
+    .env("CNI_CONTAINERID", cid)
+    .env("CNI_NETNS", NS)
+    .env("CNI_IFNAME", "net1")
+    .env("CNI_PATH", "/usr/lib/cni");
+    run_with_stdin(c, conf.to_string().as_bytes())
+}
+
+#[test]
+fn a_host_without_a_node_name_still_deletes_what_an_older_ippool_allocated() {
+    // Upgraded on a host whose hostname is no node name: an older ippool
+    // recorded owner/<network>/<cid>/<ifname>; this one needs a node name
+    // to allocate, but DEL must not leave the old pods stuck terminating.
+    let etcd = Etcd::start();
+    let conf = etcd_conf(&etcd, json!({}));
+    let root = "/rdma-cni/ippool";
+    let record = json!({"ip": "172.16.11.3", "network": "rail1", "containerID": "old-gone", "ifname": "net1", "pod": null});
+    etcd_put(
+        &etcd,
+        &format!("{root}/pools/gpu1-net11/owner/rail1/old-gone/net1"),
+        "172.16.11.3",
+    );
+    etcd_put(
+        &etcd,
+        &format!("{root}/pools/gpu1-net11/ip/{:032x}", 0xac10_0b03u128),
+        &record.to_string(),
+    );
+    etcd_put(&etcd, &format!("{root}/index/gpu1-net11"), "");
+    // A named node's allocation of the same network, same store.
+    let node_a = OnNode {
+        conf: etcd_conf(&etcd, json!({"nodeName": "node-a"})),
+        env: Vec::new(),
+    };
+    node_a.run("ADD", "new", None).ok();
+    let owners = || {
+        let mut k = etcd.keys(&format!("{root}/pools/gpu1-net11/owner/"));
+        k.sort();
+        k
+    };
+    let prefix = format!("{root}/pools/gpu1-net11/owner/rail1");
+
+    // ADD there is refused, naming what to set.
+    let e = on_a_nameless_host("ADD", "fresh", &conf).err();
+    let msg = e["msg"].as_str().unwrap_or_default();
+    assert!(
+        e["code"] == 7 && msg.contains("gpu_node_7") && msg.contains("K8S_NODE_NAME"),
+        "{e}"
+    );
+    // DEL of a container no old record names touches no node's allocation.
+    on_a_nameless_host("DEL", "new", &conf).ok();
+    assert_eq!(
+        owners(),
+        [
+            format!("{prefix}/node-a/new/net1"),
+            format!("{prefix}/old-gone/net1"),
+        ]
+    );
+    // DEL of the old pod releases its address, twice in a row.
+    on_a_nameless_host("DEL", "old-gone", &conf).ok();
+    on_a_nameless_host("DEL", "old-gone", &conf).ok();
+    assert_eq!(owners(), [format!("{prefix}/node-a/new/net1")]);
+    assert_eq!(etcd.keys(&format!("{root}/pools/gpu1-net11/ip/")).len(), 1);
+}

@@ -11,6 +11,9 @@ pub struct Owner {
     pub network: String,
     /// The node whose runtime made the attachment: container IDs are only
     /// unique per runtime, and a runtime's GC only knows its own node.
+    /// Empty for a release on a node whose name is unknown: no allocation
+    /// is ever recorded for an empty node, so it finds only those recorded
+    /// without one (before allocations carried their node).
     pub node: String,
     pub container_id: String,
     pub ifname: String,

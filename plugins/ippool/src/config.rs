@@ -128,7 +128,8 @@ pub struct EtcdTls {
 #[derive(Clone, Debug)]
 pub struct StoreSide {
     pub network: String,
-    /// Recorded with every allocation; GC judges only this node's.
+    /// Recorded with every allocation; GC judges only this node's. Empty
+    /// only for a DEL on a node without a usable name (`load_release_side`).
     pub node: String,
     pub store: StoreConf,
     pub sticky: bool,
@@ -173,6 +174,16 @@ fn parse_timeout(t: Option<Timeout>) -> Result<Duration, Error> {
 }
 
 fn store_side(raw: &RawConf, ipam: &RawIpam) -> Result<StoreSide, Error> {
+    store_side_with(raw, ipam, |i| node::this_node(i.node_name.as_deref()))
+}
+
+/// The store side with `node` deciding this node's name (after the
+/// network and the store are validated, so errors come in key order).
+fn store_side_with(
+    raw: &RawConf,
+    ipam: &RawIpam,
+    node: impl FnOnce(&RawIpam) -> Result<String, Error>,
+) -> Result<StoreSide, Error> {
     let network = raw.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| {
         Error::config(
             "name",
@@ -285,7 +296,7 @@ fn store_side(raw: &RawConf, ipam: &RawIpam) -> Result<StoreSide, Error> {
             ));
         }
     };
-    let node = node::this_node(ipam.node_name.as_deref())?;
+    let node = node(ipam)?;
     Ok(StoreSide {
         network,
         node,
@@ -300,10 +311,20 @@ fn decode(raw: &serde_json::Value) -> Result<(RawConf, RawIpam), Error> {
     Ok((c, ipam))
 }
 
-/// DEL, GC, STATUS: only what reaches the store.
+/// GC, STATUS: only what reaches the store.
 pub fn load_store_side(raw: &serde_json::Value) -> Result<StoreSide, Error> {
     let (c, ipam) = decode(raw)?;
     store_side(&c, &ipam)
+}
+
+/// DEL: as `load_store_side`, but on a node without a usable name (see
+/// `node::node_for_release`) the node is empty, which matches only
+/// allocations recorded without a node.
+pub fn load_release_side(raw: &serde_json::Value) -> Result<StoreSide, Error> {
+    let (c, ipam) = decode(raw)?;
+    store_side_with(&c, &ipam, |i| {
+        Ok(node::node_for_release(i.node_name.as_deref())?.unwrap_or_default())
+    })
 }
 
 /// `10.1.2.3` or `10.1.2.3/24` (the prefix is the pool's business).

@@ -23,7 +23,7 @@ use libcni::undo::Undo;
 use libcni::{Error, config::NetConf};
 use serde_json::Value;
 
-use config::{IppoolConf, StoreConf, StoreSide, load_store_side};
+use config::{IppoolConf, StoreConf, StoreSide, load_release_side, load_store_side};
 
 struct Ippool;
 
@@ -97,7 +97,14 @@ impl CniPlugin for Ippool {
     }
 
     fn del(&self, req: &AttachRequest) -> Result<(), Error> {
-        let side = load_store_side(&req.req.raw)?;
+        // A host without a usable node name may still DEL what an older
+        // ippool allocated there (see node::node_for_release).
+        let side = load_release_side(&req.req.raw)?;
+        if side.node.is_empty() {
+            tracing::warn!(
+                "no node name (ipam.nodeName and K8S_NODE_NAME unset, the hostname is none): releasing only allocations recorded without a node, by an older ippool"
+            );
+        }
         let store = open_store(&side.store)?;
         let owner = owner(&side, req);
         // Every pool the store knows: the config may have changed since ADD.

@@ -17,9 +17,36 @@ const NODE_NAME_RULE: &str =
 
 /// The name from the config, the environment or the hostname, validated.
 pub fn this_node(configured: Option<&str>) -> Result<String, Error> {
-    node_name(configured, std::env::var(NODE_NAME_ENV).ok(), || {
-        std::fs::read_to_string(HOSTNAME_FILE)
-    })
+    node_name(configured, std::env::var(NODE_NAME_ENV).ok(), read_hostname)
+}
+
+/// The node DEL releases for: as `this_node`, except that a hostname that
+/// makes no node name (unset nodeName and K8S_NODE_NAME) gives None rather
+/// than an error. No allocation of this ippool can exist for such a node
+/// (ADD refuses it), but an older ippool's, recorded without a node, can:
+/// failing DEL would leave its pod stuck terminating, so DEL releases those
+/// alone. A nodeName or K8S_NODE_NAME that is set but invalid is still an
+/// error: the operator said something wrong.
+pub fn node_for_release(configured: Option<&str>) -> Result<Option<String>, Error> {
+    release_node(configured, std::env::var(NODE_NAME_ENV).ok(), read_hostname)
+}
+
+fn read_hostname() -> std::io::Result<String> {
+    std::fs::read_to_string(HOSTNAME_FILE)
+}
+
+fn release_node(
+    configured: Option<&str>,
+    env: Option<String>,
+    hostname: impl FnOnce() -> std::io::Result<String>,
+) -> Result<Option<String>, Error> {
+    let set = |v: Option<&str>| v.is_some_and(|n| !n.is_empty());
+    if set(configured) || set(env.as_deref()) {
+        return node_name(configured, env, hostname).map(Some);
+    }
+    // The caller logs it (this file is also built into the config fuzzer,
+    // which has no logger).
+    Ok(node_name(None, None, hostname).ok())
 }
 
 /// This node's name: `ipam.nodeName`, else `$K8S_NODE_NAME`, else the
@@ -116,5 +143,25 @@ mod tests {
         }
         let long = "a".repeat(254);
         assert!(name(Some(&long), None, "h1").is_err());
+    }
+
+    #[test]
+    fn release_tolerates_only_an_unusable_hostname() {
+        let rel = |c: Option<&str>, env: Option<&str>, host| {
+            release_node(c, env.map(str::to_string), hostname(host))
+        };
+        assert_eq!(rel(None, None, "h1").expect("ok").as_deref(), Some("h1"));
+        assert_eq!(rel(None, None, "under_score").expect("ok"), None);
+        let unreadable = release_node(None, None, || Err(std::io::Error::other("gone")));
+        assert_eq!(unreadable.expect("ok"), None);
+        assert_eq!(
+            rel(Some(""), Some("e1"), "under_score")
+                .expect("ok")
+                .as_deref(),
+            Some("e1")
+        );
+        // What the operator set is checked as for ADD.
+        assert!(rel(Some("Node_1"), None, "h1").is_err());
+        assert!(rel(None, Some("a/../b"), "h1").is_err());
     }
 }

@@ -261,9 +261,14 @@ fn allocations_recorded_without_a_node_are_found_and_never_collected_blindly() {
             .released,
         [ip("10.0.0.1")]
     );
-    // The unscoped one waits for its DEL, which finds it from any node.
+    // A DEL on a node with no usable name (empty node) finds no node's
+    // allocation...
+    assert_eq!(s.release("p", &on("", "new"), false).expect("DEL"), None);
+    assert_eq!(keys_under(&s, "owner/rail1/node1/"), ["new/net1"]);
+    // ...but the unscoped one waits for its DEL, which finds it from any
+    // node, a nameless one included.
     assert_eq!(
-        s.release("p", &on("node3", "unknown"), false).expect("DEL"),
+        s.release("p", &on("", "unknown"), false).expect("DEL"),
         Some(ip("10.0.0.2"))
     );
     assert_eq!(get(&s, &s.ip_key("p", ip("10.0.0.2")).expect("key")), None);

@@ -346,9 +346,17 @@ fn allocations_recorded_without_a_node_are_found_and_never_collected_blindly() {
         s.gc("p", "rail1", "node1", &[]).expect("gc").released,
         [ip("10.0.0.1")]
     );
-    // The unscoped one is still there for its DEL, which finds it.
+    // A DEL on a node with no usable name (empty node) finds no node's
+    // allocation (node1 adopted "live" and GC released it; take a new one)...
+    let scoped = s
+        .allocate(&p, &on("node1", "new"), None, false)
+        .expect("ADD");
+    assert_eq!(s.release("p", &on("", "new"), false).expect("DEL"), None);
+    assert_eq!(s.find(&p, &on("node1", "new")).expect("find"), Some(scoped));
+    // ...but the unscoped one is still there for its DEL, which finds it
+    // from any node, a nameless one included.
     assert_eq!(
-        s.release("p", &on("node3", "unknown"), false).expect("DEL"),
+        s.release("p", &on("", "unknown"), false).expect("DEL"),
         Some(ip("10.0.0.2"))
     );
     let rail2 = Owner {
