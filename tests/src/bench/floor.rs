@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -43,13 +44,16 @@ pub enum Crossing {
     MoveThenRename,
 }
 
-/// One pod's ADD and DEL on `slot`, in the calling process.
+/// One pod's ADD and DEL on `slot`, in the calling process; with
+/// `after_add`, waits there between the two (concurrent pods: every ADD
+/// ends before any DEL starts, as in the pod section's rounds).
 pub fn floor_pod(
     rig: &Rig,
     slot: usize,
     pod_path: &str,
     with_probe: bool,
     crossing: Crossing,
+    after_add: Option<&Barrier>,
 ) -> FloorRun {
     let start = Instant::now();
     let host = RouteSocket::new().expect("host socket");
@@ -132,6 +136,9 @@ pub fn floor_pod(
         done.push((ifname, origin, applied));
     }
     let add = start.elapsed();
+    if let Some(b) = after_add {
+        b.wait();
+    }
     let start = Instant::now();
     for (ifname, origin, applied) in done.iter().rev() {
         assert!(
@@ -158,6 +165,54 @@ pub fn floor_pod(
         del: start.elapsed(),
         probes,
     }
+}
+
+/// Pods per second of the floor's ADDs (with probes) with `n` pods at once,
+/// each on its own slot and thread, in rounds of `n` until `total` pods:
+/// how far the kernel itself lets pods run in parallel on this machine.
+fn floor_rate(rig: &Rig, n: usize, total: usize) -> f64 {
+    let mut wall = Duration::ZERO;
+    for _ in 0..total / n {
+        let pods: Vec<integration::Netns> =
+            (0..n).map(|_| integration::Netns::new("bfloorc")).collect();
+        let barrier = Barrier::new(n + 1);
+        std::thread::scope(|s| {
+            let start = Instant::now();
+            for (slot, pod) in pods.iter().enumerate() {
+                let (barrier, path) = (&barrier, pod.path());
+                s.spawn(move || floor_pod(rig, slot, &path, true, Crossing::Libcni, Some(barrier)));
+            }
+            barrier.wait();
+            wall += start.elapsed();
+        });
+    }
+    (total / n * n) as f64 / wall.as_secs_f64()
+}
+
+/// The floor's pods per second at each of the pod section's levels, and the
+/// speed-up over one pod at a time (the pod section's scaling goal).
+fn concurrency(levels: &[usize]) {
+    const TOTAL: usize = 16;
+    println!(
+        "\nThe floor with pods at once (ADD with probes, each pod on its own slot and thread, rounds of N \
+         until {TOTAL} pods; pods/s = pods / wall time of the rounds' ADDs): the kernel's own scaling \
+         on this machine, against which the pod section's speed-up is set.\n"
+    );
+    let rig = Rig::new(levels.iter().copied().max().unwrap_or(1), RAILS);
+    let mut single = 0.0;
+    let mut rows = Vec::new();
+    for &n in levels {
+        let rate = floor_rate(&rig, n, TOTAL);
+        if n == 1 {
+            single = rate;
+        }
+        rows.push(vec![
+            n.to_string(),
+            format!("{rate:.2}"),
+            format!("{:.2}x", rate / single),
+        ]);
+    }
+    table(&["pods at once", "floor pods/s", "floor speed-up"], &rows);
 }
 
 pub fn section(bins: &Bins) {
@@ -191,7 +246,7 @@ pub fn section(bins: &Bins) {
             (7, false, Crossing::Libcni),
             (9, false, Crossing::MoveThenRename),
         ] {
-            let f = floor_pod(&rig, 0, &pod.path(), probe, crossing);
+            let f = floor_pod(&rig, 0, &pod.path(), probe, crossing, None);
             v[n].push(f.add);
             v[n + 1].push(f.del);
             if probe {
@@ -234,5 +289,6 @@ pub fn section(bins: &Bins) {
             ],
         ],
     );
+    concurrency(&super::pod::LEVELS);
     footer();
 }
