@@ -258,21 +258,14 @@ fn an_invalid_node_name_is_invalid_config_naming_key_and_value() {
 /// namespace of its own named `gpu_node_7`), with neither nodeName nor
 /// K8S_NODE_NAME set.
 fn on_a_nameless_host(cmd: &str, cid: &str, conf: &Value) -> Outcome {
-    let mut c = Command::new("unshare");
+    let mut c = Call::new(cmd, cid, NS, "net1").command("unshare");
     c.args([
         "--uts",
         "sh",
         "-c",
         "echo gpu_node_7 > /proc/sys/kernel/hostname && exec \"$0\"",
     ])
-    .arg(bin("ippool"))
-    .env_clear()
-    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-    .env("CNI_COMMAND", cmd)
-    .env("CNI_CONTAINERID", cid)
-    .env("CNI_NETNS", NS)
-    .env("CNI_IFNAME", "net1")
-    .env("CNI_PATH", "/usr/lib/cni");
+    .arg(bin("ippool"));
     run_with_stdin(c, conf.to_string().as_bytes())
 }
 

@@ -203,6 +203,16 @@ pub fn is_boot_marker(path: &str) -> bool {
     name == ".boot_id" || name == ".boot_id.lock"
 }
 
+/// The state files under `dir` (relative, sorted) that record something:
+/// lock files and per-boot markers persist by design (like sriov-cni's
+/// locks), so they are left out.
+pub fn state_files(dir: &Path) -> Vec<String> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| !f.ends_with(".lock") && !is_boot_marker(f))
+        .collect()
+}
+
 /// Regular files under `dir`, relative, sorted.
 pub fn files_under(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {

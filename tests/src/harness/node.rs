@@ -66,10 +66,7 @@ impl Node {
         }
         let rdma = read_json(&self.sysfs.join("sim-rdma.json"))?;
         s.insert("rdma devices moved".into(), canonical(&rdma["devices"]));
-        let files: Vec<String> = files_under(&self.dir.join("state"))
-            .into_iter()
-            .filter(|f| !f.ends_with(".lock") && !super::is_boot_marker(f))
-            .collect();
+        let files = super::state_files(&self.dir.join("state"));
         s.insert("state files".into(), files.join(","));
         s.insert(
             "result cache".into(),

@@ -139,7 +139,13 @@ impl Call {
     }
 
     pub fn run(&self, plugin: &str, conf: &Value) -> Outcome {
-        let mut cmd = Command::new(bin(plugin));
+        run_with_stdin(self.command(bin(plugin)), conf.to_string().as_bytes())
+    }
+
+    /// `program` with this call's environment and nothing else: the
+    /// plugin itself, or a wrapper that execs it.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", &self.command)
@@ -155,7 +161,7 @@ impl Call {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        run_with_stdin(cmd, conf.to_string().as_bytes())
+        cmd
     }
 }
 
@@ -410,29 +416,8 @@ esac"#,
     )
 }
 
-/// Regular files under `dir`, relative, sorted (lock files and per-boot
-/// markers excluded: they persist by design, like sriov-cni's locks).
-pub fn list_files(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else if !p.to_string_lossy().ends_with(".lock")
-                && !integration::harness::is_boot_marker(&p.to_string_lossy())
-            {
-                out.push(p.strip_prefix(base).unwrap_or(&p).display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
+/// Regular files under `dir` that record something, relative, sorted.
+pub use integration::harness::state_files as list_files;
 
 /// The config a runtime sends for CHECK and DEL: the ADD config plus the cached result.
 pub fn with_prev(conf: &Value, prev: &Value) -> Value {
